@@ -1,0 +1,102 @@
+"""Dev-pair F1 of the stream clusterer beside the batch average-link baseline, over a threshold sweep.
+
+    python bench/cluster_f1.py [--model-dir DIR] [--cache vectors.npz] [--input TAR] [--pairs TSV]
+
+Parses the contest sample, embeds every document once (cached in --cache), clusters each day's documents
+both ways and prints one table, so the two clusterers are compared in one run on the same vectors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.cluster import ClusterConfig, IncrementalClusterer, document_epoch_s  # noqa: E402
+from pipeline.demo import DEFAULT_INPUT  # noqa: E402
+from pipeline.embed import embed, load_encoder  # noqa: E402
+from pipeline.evaluate import average_link_clusters, read_pairs, score_pairs  # noqa: E402
+from pipeline.parse import ParseError, parse_html  # noqa: E402
+from pipeline.schemas import EmbeddedDocument  # noqa: E402
+from pipeline.sources import FORMAT_HTML, SourceRecord, iter_sources  # noqa: E402
+
+DEFAULT_PAIRS = DEFAULT_INPUT.parents[1] / "eval" / "dev_pairs.tsv"
+
+
+def embedded_corpus(args) -> list[EmbeddedDocument]:
+    cache = Path(args.cache) if args.cache else None
+    if cache and cache.exists():
+        data = np.load(cache, allow_pickle=False)
+        return [EmbeddedDocument(doc_id=str(i), vector=v, model_version=str(data["version"]), published_time=str(t) or None)
+                for i, v, t in zip(data["ids"], data["vecs"], data["times"])]
+    docs = []
+    for item in iter_sources([args.input]):
+        if isinstance(item, SourceRecord) and item.format == FORMAT_HTML:
+            try:
+                docs.append(parse_html(item.value, item.key))
+            except ParseError:
+                pass
+    encoder = load_encoder(args.model_dir, max_length=args.max_length)
+    started = time.perf_counter()
+    out = embed(docs, encoder, batch_size=32)
+    print(f"embedded {len(docs)} docs in {time.perf_counter() - started:.0f}s", file=sys.stderr)
+    if cache:
+        np.savez(cache, ids=np.array([d.doc_id for d in out]), vecs=np.stack([d.vector for d in out]),
+                 times=np.array([d.published_time or "" for d in out]), version=encoder.version)
+    return out
+
+
+def days(docs: list[EmbeddedDocument]) -> dict[str, list[EmbeddedDocument]]:
+    by_day: dict[str, list[EmbeddedDocument]] = {}
+    for doc in docs:
+        by_day.setdefault((doc.published_time or "unknown")[:10], []).append(doc)
+    return by_day
+
+
+def stream_labels(docs: list[EmbeddedDocument], threshold: float, batch: int = 64) -> dict[str, str]:
+    ordered = sorted(docs, key=document_epoch_s)
+    clusterer = IncrementalClusterer(ClusterConfig(dim=len(ordered[0].vector), threshold=threshold))
+    labels = {}
+    for start in range(0, len(ordered), batch):
+        for a in clusterer.assign(ordered[start:start + batch]):
+            labels[a.doc_id] = a.event_id
+    return labels
+
+
+def batch_labels(docs: list[EmbeddedDocument], threshold: float) -> dict[str, str]:
+    labels = {}
+    for day, members in days(docs).items():
+        clusters = average_link_clusters(np.stack([d.vector for d in members]), 1.0 - threshold)
+        labels.update({d.doc_id: f"{day}-{c}" for d, c in zip(members, clusters)})
+    return labels
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", default=str(Path.home() / ".cache/newsevents/models/multilingual-e5-small"))
+    parser.add_argument("--input", default=str(DEFAULT_INPUT))
+    parser.add_argument("--pairs", default=str(DEFAULT_PAIRS))
+    parser.add_argument("--cache", help="npz of vectors to reuse (written on the first run)")
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--thresholds", default="0.86,0.87,0.88,0.89,0.90,0.91,0.92")
+    args = parser.parse_args()
+    docs = embedded_corpus(args)
+    pairs = read_pairs(args.pairs)
+    print(f"{len(docs)} documents, {len(pairs)} pairs, model {docs[0].model_version}")
+    print(f"{'similarity':>10} | {'batch avg-link F1  P  R':>26} | {'stream (this) F1  P  R':>26} | stream s")
+    for threshold in (float(t) for t in args.thresholds.split(",")):
+        b = score_pairs(pairs, batch_labels(docs, threshold))
+        started = time.perf_counter()
+        s = score_pairs(pairs, stream_labels(docs, threshold))
+        took = time.perf_counter() - started
+        print(f"{threshold:>10.3f} | {b.f1:8.3f} {b.precision:6.3f} {b.recall:6.3f}    | "
+              f"{s.f1:8.3f} {s.precision:6.3f} {s.recall:6.3f}    | {took:6.1f}  (missing {s.pairs_missing})")
+
+
+if __name__ == "__main__":
+    main()

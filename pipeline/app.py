@@ -1,0 +1,99 @@
+"""The Kafka wrapper: one faust app per stage, the only place that consumes from the pipeline's topics.
+
+Each stage is a faust agent reading micro-batches with ``stream.take_events(max, within)``; the batch is
+handed to the stage's pure ``process`` in a worker thread (torch and hnswlib release the GIL, so the event
+loop keeps heartbeating while a batch embeds), the outputs are sent and the producer flushed, and only then
+does ``take_events`` ack the batch, so faust commits offsets of documents whose outputs are on the broker
+(at-least-once; the clusterer is idempotent per document id).
+
+Every stage is its own consumer group (``<group_prefix>-<stage>``): start more ``newsevents worker parse``
+processes to scale parsing out over the raw topic's partitions, independently of the other stages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import faust
+
+from pipeline.config import Settings
+from pipeline.stages import STAGES, InRecord, Stage
+
+log = logging.getLogger(__name__)
+
+
+def _stage_batching(settings: Settings, stage: str) -> tuple[str, int, float]:
+    return {
+        "parse": (settings.raw_topic, settings.parse_batch_size, settings.parse_max_wait_s),
+        "embed": (settings.docs_topic, settings.embed_batch_size, settings.embed_max_wait_s),
+        "cluster": (settings.vectors_topic, settings.cluster_batch_size, settings.cluster_max_wait_s),
+    }[stage]
+
+
+def _headers(event) -> dict[str, bytes]:
+    raw = event.headers or {}
+    items = raw.items() if isinstance(raw, dict) else raw
+    return {k: (v if isinstance(v, bytes) else str(v).encode()) for k, v in items}
+
+
+def make_app(settings: Settings, stage_name: str, stage: Stage | None = None) -> faust.App:
+    if stage_name not in STAGES:
+        raise ValueError(f"unknown stage {stage_name!r}; stages are {', '.join(STAGES)}")
+    servers = ";".join(f"kafka://{s.strip()}" for s in settings.bootstrap_servers.split(","))
+    app = faust.App(
+        f"{settings.group_prefix}-{stage_name}",
+        broker=servers,
+        store="memory://",
+        web_enabled=False,
+        topic_allow_declare=False,  # `newsevents topics` creates every topic explicitly
+        topic_disable_leader=True,
+        broker_session_timeout=6,  # tansu makes a join wait half the session timeout
+        broker_heartbeat_interval=1,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_max_request_size=settings.max_message_bytes + 64 * 1024,
+        consumer_max_fetch_size=settings.max_message_bytes + 64 * 1024,
+        stream_buffer_maxsize=4 * max(_stage_batching(settings, stage_name)[1], 64),
+    )
+    source_name, batch_size, within = _stage_batching(settings, stage_name)
+    source = app.topic(source_name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    outputs: dict[str, faust.TopicT] = {}
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{stage_name}-stage")
+    holder: dict[str, Stage] = {}
+
+    def get_stage() -> Stage:
+        if "stage" not in holder:
+            holder["stage"] = stage or STAGES[stage_name](settings)
+        return holder["stage"]
+
+    @app.task
+    async def warm_up() -> None:
+        # Load the model before the first batch arrives, off the event loop.
+        await asyncio.get_running_loop().run_in_executor(executor, get_stage)
+
+    async def run(stream) -> None:
+        loop = asyncio.get_running_loop()
+        async for events in stream.take_events(batch_size, within=within):
+            batch = [InRecord(e.key, e.value, _headers(e), e.message.timestamp and int(e.message.timestamp * 1000))
+                     for e in events]
+            current = await loop.run_in_executor(executor, get_stage)
+            results = await loop.run_in_executor(executor, current.process, batch)
+            for result in results:
+                topic = outputs.get(result.topic)
+                if topic is None:
+                    topic = outputs[result.topic] = app.topic(result.topic, key_serializer="raw", value_serializer="raw")
+                await topic.send(key=result.key, value=result.value)
+            await app.producer.flush()  # outputs on the broker before take_events acks the batch
+
+    app.agent(source, name=f"{stage_name}-agent")(run)
+    return app
+
+
+def run_worker(settings: Settings, stage_name: str, loglevel: str = "warning") -> None:
+    """Run one stage until SIGTERM/SIGINT (faust finishes the batch in hand, flushes and commits)."""
+    app = make_app(settings, stage_name)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()

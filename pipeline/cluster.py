@@ -1,0 +1,242 @@
+"""vector → event. The pure core of the cluster stage: an incremental average-link clusterer on hnswlib.
+
+* **Window.** Documents live in time buckets (``bucket_hours``, by published time); each bucket has its own
+  hnswlib index. When the newest bucket moves past ``window_hours`` the oldest buckets are dropped whole:
+  hnswlib deletes are soft and slow, a dropped index just goes away.
+* **Linkage.** A document joins the event whose *mean* cosine similarity to all of its live members is highest,
+  if that mean is at least ``threshold``; otherwise it founds a new event. This is the average-link criterion
+  of the Dialogue-2021 baseline applied one document at a time, and it is exact: for unit vectors the mean
+  similarity to a set equals the dot product with the set's mean vector, so each event keeps a running sum.
+  Candidate events are those of the ``neighbours`` nearest documents (an event whose mean clears the threshold
+  has a member that does).
+* **Micro-batches.** A batch is queried against the index at once; links inside the batch are resolved exactly
+  with a small dense similarity matrix, in input order; then the batch is added.
+* **Determinism.** An event's id is a hash of the document that founded it, hnswlib inserts are single-threaded,
+  and a document already assigned gets its event back: replaying the same input gives the same ids.
+* **Thread safety.** hnswlib can crash when a search runs during an insert: every index call holds one lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import hnswlib
+import numpy as np
+
+from pipeline.schemas import EmbeddedDocument, EventAssignment
+
+DEFAULT_THRESHOLD = 0.90  # mean cosine similarity; tuned on eval/dev_pairs.tsv with e5-small (README)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    dim: int
+    threshold: float = DEFAULT_THRESHOLD
+    neighbours: int = 20
+    bucket_hours: float = 6.0
+    window_hours: float = 48.0
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 100
+    hnsw_ef: int = 64
+    initial_capacity: int = 1024
+
+    @property
+    def bucket_seconds(self) -> float:
+        return self.bucket_hours * 3600.0
+
+    @property
+    def window_buckets(self) -> int:
+        return max(1, math.ceil(self.window_hours / self.bucket_hours))
+
+
+def event_id_for(founder_doc_id: str) -> str:
+    return "ev-" + hashlib.blake2b(founder_doc_id.encode(), digest_size=8).hexdigest()
+
+
+def document_epoch_s(doc: EmbeddedDocument) -> float:
+    """Event time: the article's published time, never later than shortly after it reached Kafka."""
+    ingested = doc.ingested_at_ms / 1000.0 if doc.ingested_at_ms else None
+    published = None
+    if doc.published_time:
+        try:
+            published = datetime.fromisoformat(doc.published_time).timestamp()
+        except ValueError:
+            published = None
+    if published is None:
+        return ingested if ingested is not None else time.time()
+    # A clock or typo in the future must not push the window forward and expire everything.
+    return min(published, ingested + 3600.0) if ingested is not None else published
+
+
+@dataclass
+class _Bucket:
+    index: hnswlib.Index
+    doc_ids: list[str] = field(default_factory=list)  # by label
+    event_ids: list[str] = field(default_factory=list)  # by label
+
+
+@dataclass
+class _Event:
+    vector_sum: np.ndarray
+    size: int
+
+
+class IncrementalClusterer:
+    def __init__(self, config: ClusterConfig):
+        self.config = config
+        self.buckets: dict[int, _Bucket] = {}
+        self.events: dict[str, _Event] = {}
+        self.doc_events: dict[str, str] = {}  # live documents → event id
+        self.newest_bucket: int | None = None
+        self._lock = threading.Lock()
+
+    # --- window -------------------------------------------------------------------------------------------
+    def _bucket_of(self, doc: EmbeddedDocument) -> int:
+        number = int(document_epoch_s(doc) // self.config.bucket_seconds)
+        if self.newest_bucket is not None:
+            # Late documents go to the oldest live bucket rather than to one already dropped.
+            number = max(number, self.newest_bucket - self.config.window_buckets + 1)
+        return number
+
+    def _new_bucket(self) -> _Bucket:
+        index = hnswlib.Index(space="ip", dim=self.config.dim)
+        index.init_index(max_elements=self.config.initial_capacity, M=self.config.hnsw_m,
+                         ef_construction=self.config.hnsw_ef_construction, random_seed=100)
+        index.set_ef(max(self.config.hnsw_ef, self.config.neighbours))
+        return _Bucket(index)
+
+    def _advance_window(self, bucket: int) -> None:
+        if self.newest_bucket is not None and bucket <= self.newest_bucket:
+            return
+        self.newest_bucket = bucket
+        oldest_live = bucket - self.config.window_buckets + 1
+        for number in [n for n in self.buckets if n < oldest_live]:
+            self._drop_bucket(number)
+
+    def _drop_bucket(self, number: int) -> None:
+        bucket = self.buckets.pop(number)
+        count = len(bucket.doc_ids)
+        if count:
+            vectors = np.asarray(bucket.index.get_items(list(range(count))), dtype=np.float32)
+            for label, (doc_id, event_id) in enumerate(zip(bucket.doc_ids, bucket.event_ids)):
+                event = self.events[event_id]
+                event.size -= 1
+                if event.size == 0:
+                    del self.events[event_id]
+                else:
+                    event.vector_sum -= vectors[label]
+                self.doc_events.pop(doc_id, None)
+
+    # --- search -------------------------------------------------------------------------------------------
+    def _search(self, vectors: np.ndarray) -> list[list[tuple[float, str, str]]]:
+        """For each vector: (similarity, doc id, event id) of up to ``neighbours`` nearest live documents."""
+        found: list[list[tuple[float, str, str]]] = [[] for _ in range(len(vectors))]
+        for bucket in self.buckets.values():
+            count = len(bucket.doc_ids)
+            if count == 0:
+                continue
+            k = min(self.config.neighbours, count)
+            labels, distances = bucket.index.knn_query(vectors, k=k, num_threads=1)
+            for row in range(len(vectors)):
+                for label, distance in zip(labels[row], distances[row]):
+                    found[row].append((1.0 - float(distance), bucket.doc_ids[label], bucket.event_ids[label]))
+        for row in found:
+            row.sort(key=lambda hit: -hit[0])
+            del row[self.config.neighbours:]
+        return found
+
+    # --- the decision -------------------------------------------------------------------------------------
+    def assign(self, docs: list[EmbeddedDocument], now_ms: int | None = None) -> list[EventAssignment]:
+        """Assign each document of a micro-batch to an event, in order. One assignment per input document."""
+        if not docs:
+            return []
+        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        with self._lock:
+            return self._assign_locked(docs, now_ms)
+
+    def _assign_locked(self, docs: list[EmbeddedDocument], now_ms: int) -> list[EventAssignment]:
+        vectors = np.stack([np.asarray(d.vector, dtype=np.float32) for d in docs])
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = vectors / np.maximum(norms, 1e-12)
+        bucket_numbers = [self._bucket_of(d) for d in docs]
+        self._advance_window(max(bucket_numbers))
+        bucket_numbers = [self._bucket_of(d) for d in docs]  # re-clamp against the advanced window
+        neighbours = self._search(vectors)
+        in_batch = vectors @ vectors.T
+        threshold = self.config.threshold
+        batch_events: list[str | None] = [None] * len(docs)
+        results: list[EventAssignment] = []
+        new_members: dict[int, list[int]] = {}
+        for i, doc in enumerate(docs):
+            known = self.doc_events.get(doc.doc_id) or next(
+                (batch_events[j] for j in range(i) if docs[j].doc_id == doc.doc_id), None)
+            if known is not None:  # a redelivered document keeps its event, and is not indexed twice
+                batch_events[i] = known
+                results.append(self._assignment(doc, known, 1.0, doc.doc_id, now_ms))
+                continue
+            # candidate event → (best similarity, linked doc) over close-enough neighbours and earlier batch docs
+            candidates: dict[str, tuple[float, str]] = {}
+            for similarity, other_doc, event_id in neighbours[i]:
+                if similarity >= threshold and similarity > candidates.get(event_id, (-2.0, ""))[0]:
+                    candidates[event_id] = (similarity, other_doc)
+            for j in range(i):
+                similarity = float(in_batch[i, j])
+                event_id = batch_events[j]
+                if event_id is not None and similarity >= threshold and similarity > candidates.get(event_id, (-2.0, ""))[0]:
+                    candidates[event_id] = (similarity, docs[j].doc_id)
+            best_event, best_mean = None, -2.0
+            for event_id in sorted(candidates):  # sorted: ties resolve the same way on every replay
+                event = self.events[event_id]
+                mean = float(vectors[i] @ event.vector_sum) / event.size
+                if mean > best_mean:
+                    best_event, best_mean = event_id, mean
+            if best_event is not None and best_mean >= threshold:
+                event_id = best_event
+                similarity, linked = candidates[best_event]
+                self.events[event_id].vector_sum += vectors[i]
+                self.events[event_id].size += 1
+            else:
+                event_id, similarity, linked = event_id_for(doc.doc_id), 1.0, doc.doc_id
+                self.events[event_id] = _Event(vectors[i].copy(), 1)
+            batch_events[i] = event_id
+            self.doc_events[doc.doc_id] = event_id
+            new_members.setdefault(bucket_numbers[i], []).append(i)
+            results.append(self._assignment(doc, event_id, similarity, linked, now_ms))
+        for number, rows in new_members.items():
+            self._add(number, vectors[rows], [docs[r].doc_id for r in rows], [batch_events[r] for r in rows])
+        return results
+
+    def _assignment(self, doc: EmbeddedDocument, event_id: str, similarity: float, linked: str,
+                    now_ms: int) -> EventAssignment:
+        return EventAssignment(
+            doc_id=doc.doc_id, event_id=event_id, model_version=doc.model_version, similarity=round(similarity, 6),
+            linked_doc_id=linked, title=doc.title, url=doc.url, lang=doc.lang, published_time=doc.published_time,
+            ingested_at_ms=doc.ingested_at_ms, assigned_at_ms=now_ms,
+            event_size=self.events[event_id].size if event_id in self.events else 1,
+        )
+
+    def _add(self, number: int, vectors: np.ndarray, doc_ids: list[str], event_ids: list[str]) -> None:
+        bucket = self.buckets.get(number)
+        if bucket is None:
+            bucket = self.buckets[number] = self._new_bucket()
+        start = len(bucket.doc_ids)
+        needed = start + len(doc_ids)
+        capacity = bucket.index.get_max_elements()
+        if needed > capacity:
+            bucket.index.resize_index(max(needed, capacity * 2))
+        bucket.index.add_items(vectors, np.arange(start, needed), num_threads=1)
+        bucket.doc_ids.extend(doc_ids)
+        bucket.event_ids.extend(event_ids)
+
+    # --- introspection ------------------------------------------------------------------------------------
+    @property
+    def live_documents(self) -> int:
+        return sum(len(b.doc_ids) for b in self.buckets.values())
+
+    def event_sizes(self) -> dict[str, int]:
+        return {event_id: event.size for event_id, event in self.events.items()}

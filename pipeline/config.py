@@ -1,0 +1,112 @@
+"""Settings: the one place that reads configuration.
+
+Precedence, lowest first: defaults here → a TOML file (``--config FILE`` or ``NEWSEVENTS_CONFIG``) →
+environment (``NEWSEVENTS_<FIELD>``, plus ``KAFKA_BOOTSTRAP_SERVERS``) → command-line flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "NEWSEVENTS_"
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("NEWSEVENTS_HOME", Path.home() / ".cache" / "newsevents"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Kafka
+    bootstrap_servers: str = "127.0.0.1:9092"
+    group_prefix: str = "newsevents"
+    raw_topic: str = "news.raw"
+    docs_topic: str = "news.docs"
+    vectors_topic: str = "news.vectors"
+    events_topic: str = "news.events"
+    dlq_topic: str = "news.dlq"
+    partitions: int = 4  # raw, docs, events: the parse and embed stages scale out to this many workers
+    replication_factor: int = 1
+    retention_ms: int = 7 * 24 * 3600 * 1000
+    max_message_bytes: int = 4 * 1024 * 1024  # the broker limit; publish refuses larger documents up front
+    # parse
+    max_html_bytes: int = 2 * 1024 * 1024
+    parse_batch_size: int = 256
+    parse_max_wait_s: float = 0.2
+    # embed
+    model_dir: str = ""  # empty: the provisioned teacher under home/models
+    device: str = "auto"  # auto = cuda when present, else cpu
+    quantize: str = ""  # "int8": dynamic int8 on CPU
+    max_length: int = 256  # tokens
+    max_chars: int = 1500  # characters kept before tokenising
+    embed_batch_size: int = 64
+    embed_max_wait_s: float = 0.5
+    threads: int = 0  # torch CPU threads; 0 = torch default
+    # cluster
+    threshold: float = 0.0  # 0: the threshold stored with the model, else DEFAULT_THRESHOLD
+    neighbours: int = 20
+    bucket_hours: float = 6.0
+    window_hours: float = 48.0
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 100
+    hnsw_ef: int = 64
+    cluster_batch_size: int = 256
+    cluster_max_wait_s: float = 0.2
+    # local state
+    home: str = str(default_home())
+
+    @property
+    def home_path(self) -> Path:
+        return Path(self.home)
+
+    @property
+    def resolved_model_dir(self) -> Path:
+        return Path(self.model_dir) if self.model_dir else self.home_path / "models" / "multilingual-e5-small"
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def load(cls, config_file: str | Path | None = None, overrides: dict[str, Any] | None = None,
+             environ: dict[str, str] | None = None) -> "Settings":
+        environ = dict(os.environ if environ is None else environ)
+        values: dict[str, Any] = {}
+        config_file = config_file or environ.get(ENV_PREFIX + "CONFIG")
+        if config_file:
+            path = Path(config_file)
+            if not path.is_file():
+                raise ValueError(f"config file {path} does not exist")
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+            raw = raw.get("newsevents", raw)
+            unknown = set(raw) - {f.name for f in fields(cls)}
+            if unknown:
+                raise ValueError(f"{path}: unknown settings {sorted(unknown)}")
+            values.update(raw)
+        if "KAFKA_BOOTSTRAP_SERVERS" in environ:
+            values["bootstrap_servers"] = environ["KAFKA_BOOTSTRAP_SERVERS"]
+        for f in fields(cls):
+            key = ENV_PREFIX + f.name.upper()
+            if key in environ:
+                values[f.name] = _coerce(f.type, environ[key], key)
+        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        return cls(**values)
+
+
+def _coerce(type_name: Any, raw: str, where: str) -> Any:
+    kind = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", str(type_name))
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "bool":
+            return raw.strip().lower() in {"1", "true", "yes", "on"}
+    except ValueError:
+        raise ValueError(f"{where}={raw!r} is not a valid {kind}") from None
+    return raw

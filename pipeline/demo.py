@@ -1,0 +1,142 @@
+"""``newsevents demo``: the whole stream on an embedded broker, from raw HTML to event ids, accounted for.
+
+Starts the broker, creates the topics, starts one worker per stage, publishes the input, waits until every
+published document has an event record or a dead-letter record, prints the largest events and the
+throughput and latency it measured, and stops everything it started.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.broker import EmbeddedBroker
+from pipeline.config import Settings
+from pipeline.events import EventBook, decode, format_event, iter_records, make_reader
+from pipeline.publish import publish
+from pipeline.schemas import DeadLetter, Document, EventAssignment
+from pipeline.stages import ensure_model
+from pipeline.supervise import Workers
+from pipeline.topics import ensure_topics
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_INPUT = REPO_ROOT.parent / "shared" / "data" / "contest_html" / "tgcontest_2019-11-08_2019-11-15.tar.gz"
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+@dataclass
+class Accounting:
+    """What came out for the published keys: parsed documents, event records, dead letters."""
+
+    published: set[str]
+    parsed: set[str]
+    dead: dict[str, DeadLetter]
+    book: EventBook
+
+    @classmethod
+    def empty(cls, keys: list[str]) -> "Accounting":
+        return cls(set(keys), set(), {}, EventBook())
+
+    def add(self, record) -> bool:
+        """Returns True when the record settled a published document."""
+        item = decode(record)
+        if isinstance(item, Document):
+            self.parsed.add(item.doc_id)
+        elif isinstance(item, EventAssignment):
+            fresh = item.doc_id not in self.book.by_doc
+            self.book.add(item)
+            return fresh and item.doc_id in self.published
+        elif isinstance(item, DeadLetter) and item.key is not None:
+            fresh = item.key not in self.dead and item.key not in self.book.by_doc
+            self.dead.setdefault(item.key, item)
+            return fresh and item.key in self.published
+        return False
+
+    @property
+    def settled(self) -> set[str]:
+        return (set(self.book.by_doc) | set(self.dead)) & self.published
+
+
+def default_input() -> Path:
+    if not DEFAULT_INPUT.exists():
+        raise DemoError(
+            f"no input given and the contest sample is not at {DEFAULT_INPUT}. Point the demo at a crawl: "
+            "`newsevents demo --input DIR_OR_TAR_GZ` (contest HTML files named <id>.html, or JSONL documents)")
+    return DEFAULT_INPUT
+
+
+def run_demo(settings: Settings, inputs: list[str] | None = None, limit: int | None = None,
+             stall_timeout_s: float = 300.0, progress: bool = True, log_dir: str | Path | None = None,
+             top: int = 10) -> dict:
+    inputs = inputs or [str(default_input())]
+    for path in inputs:
+        if not Path(path).exists():
+            raise DemoError(f"--input {path}: no such file or directory")
+    log_dir = Path(log_dir or tempfile.mkdtemp(prefix="newsevents-demo-"))
+    ensure_model(settings)  # before the workers start, so they do not race to provision
+    with EmbeddedBroker(log_dir=log_dir) as broker:
+        settings = settings.replace(bootstrap_servers=broker.bootstrap_servers)
+        ensure_topics(settings)
+        with Workers(settings, ["parse", "embed", "cluster"], log_dir=log_dir) as workers:
+            reader = make_reader(settings, [settings.docs_topic, settings.events_topic, settings.dlq_topic])
+            started = time.time()
+            summary = publish(settings, inputs, limit=limit, progress=progress)
+            if summary.published == 0:
+                raise DemoError("nothing was published: " + "; ".join(summary.problems[:5]))
+            books = Accounting.empty(summary.keys)
+            bar = tqdm(total=summary.published, desc="events", unit="doc", disable=not progress)
+            last_progress = time.monotonic()
+
+            def finished() -> bool:
+                dead = workers.dead()
+                if dead:
+                    raise DemoError(f"worker(s) exited: {dead}; logs in {log_dir}")
+                if time.monotonic() - last_progress > stall_timeout_s:
+                    raise DemoError(f"no document settled for {stall_timeout_s:.0f}s; logs in {log_dir}")
+                return len(books.settled) >= summary.published
+
+            for record in iter_records(reader, idle_timeout_s=None, stop=finished):
+                if books.add(record):
+                    bar.update(1)
+                    last_progress = time.monotonic()
+            bar.close()
+            reader.close()
+            finished_at = time.time()
+    return _report(settings, summary, books, started, finished_at, top, log_dir)
+
+
+def _report(settings: Settings, summary, books: Accounting, started: float, finished_at: float, top: int,
+            log_dir: Path) -> dict:
+    assignments = [a for k, a in books.book.by_doc.items() if k in books.published]
+    latencies = np.array([a.assigned_at_ms - a.ingested_at_ms for a in assignments if a.ingested_at_ms] or [0.0])
+    elapsed = max(finished_at - started, 1e-9)
+    events = books.book.events()
+    reasons: dict[str, int] = {}
+    for letter in books.dead.values():
+        reasons[f"{letter.stage}:{letter.reason}"] = reasons.get(f"{letter.stage}:{letter.reason}", 0) + 1
+    return {
+        "published": summary.published,
+        "skipped_at_publish": sum(summary.skipped.values()),
+        "parsed": len(books.parsed & books.published),
+        "dead_lettered": len(set(books.dead) & books.published),
+        "dead_letter_reasons": reasons,
+        "events_emitted": len(assignments),
+        "events": len(events),
+        "conflicting_event_ids": len(books.book.conflicts),
+        "docs_per_s": round(summary.published / elapsed, 2),
+        "latency_p50_ms": float(np.percentile(latencies, 50)),
+        "latency_p95_ms": float(np.percentile(latencies, 95)),
+        "seconds": round(elapsed, 1),
+        "model_version": assignments[0].model_version if assignments else None,
+        "largest_events": [e.to_dict() for e in events[:top]],
+        "logs": str(log_dir),
+        "_events_text": [format_event(e) for e in events[:top]],
+    }

@@ -1,0 +1,189 @@
+"""The three stages as batch functions from consumed records to records to produce.
+
+No Kafka client here: the faust wrapper (``pipeline.app``) feeds ``InRecord`` batches in and sends the
+``OutRecord`` list out, so each stage is testable without a broker. A stage never raises on input: what it
+cannot process becomes a dead letter with the original record and the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from pipeline.cluster import ClusterConfig, IncrementalClusterer
+from pipeline.config import Settings
+from pipeline.embed import embed, load_encoder
+from pipeline.parse import ParseError, detect_language, parse_html, parse_time
+from pipeline.publish import HEADER_FORMAT, HEADER_SOURCE
+from pipeline.schemas import DeadLetter, Document, EmbeddedDocument
+from pipeline.sources import FORMAT_DOCUMENT_JSON
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class InRecord:
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes] = field(default_factory=dict)
+    timestamp_ms: int | None = None
+
+
+@dataclass
+class OutRecord:
+    topic: str
+    key: bytes
+    value: bytes
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Stage:
+    name = "stage"
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def dead_letter(self, record: InRecord, reason: str, detail: str) -> OutRecord:
+        letter = DeadLetter.wrap(self.name, reason, detail, record.key, record.value,
+                                 {k: v.decode("utf-8", "replace") for k, v in record.headers.items()}, now_ms())
+        return OutRecord(self.settings.dlq_topic, record.key or b"", letter.to_bytes())
+
+    def process(self, batch: list[InRecord]) -> list[OutRecord]:
+        raise NotImplementedError
+
+
+def document_from_json(value: bytes, key: str, ingested_at_ms: int | None, source: str | None) -> Document:
+    """A JSONL-published document (fields of shared/data/corpus: id, url, site_name, published_time, lang, title, text)."""
+    try:
+        raw = orjson.loads(value)
+    except orjson.JSONDecodeError as err:
+        raise ParseError("bad-json", str(err)) from None
+    if not isinstance(raw, dict):
+        raise ParseError("bad-json", "a document must be a JSON object")
+    title, text = str(raw.get("title") or "").strip(), str(raw.get("text") or "").strip()
+    if not title and not text:
+        raise ParseError("no-content", "no title and no text")
+    lang = raw.get("lang") if raw.get("lang") not in (None, "", "other") else detect_language(f"{title}\n{text}")
+    return Document(doc_id=key, title=title, text=text, url=raw.get("url"), site_name=raw.get("site_name"),
+                    published_time=parse_time(raw.get("published_time")), description=str(raw.get("description") or ""),
+                    lang=lang, source=source, ingested_at_ms=ingested_at_ms)
+
+
+class ParseStage(Stage):
+    name = "parse"
+
+    def process(self, batch: list[InRecord]) -> list[OutRecord]:
+        out = []
+        for record in batch:
+            if not record.key:
+                out.append(self.dead_letter(record, "no-key", "records on the raw topic need the document id as key"))
+                continue
+            doc_id = record.key.decode("utf-8", "replace")
+            source = record.headers.get(HEADER_SOURCE, b"").decode("utf-8", "replace") or None
+            try:
+                if record.headers.get(HEADER_FORMAT) == FORMAT_DOCUMENT_JSON.encode():
+                    doc = document_from_json(record.value or b"", doc_id, record.timestamp_ms, source)
+                else:
+                    doc = parse_html(record.value or b"", doc_id, source=source, ingested_at_ms=record.timestamp_ms,
+                                     max_bytes=self.settings.max_html_bytes)
+            except ParseError as err:
+                out.append(self.dead_letter(record, err.reason, err.detail))
+                continue
+            except Exception as err:  # a parser bug must not stop the stream
+                log.exception("parse failed for %s", doc_id)
+                out.append(self.dead_letter(record, "internal-error", f"{err!r}\n{traceback.format_exc(limit=3)}"))
+                continue
+            out.append(OutRecord(self.settings.docs_topic, record.key, doc.to_bytes()))
+        return out
+
+
+def ensure_model(settings: Settings) -> Path:
+    """The model folder to serve; provisions the default teacher on first use."""
+    folder = settings.resolved_model_dir
+    if not (folder / "config.json").exists():
+        if settings.model_dir:
+            raise FileNotFoundError(f"model folder {folder} has no config.json")
+        from teacher.provision import provision_e5
+
+        log.warning("provisioning multilingual-e5-small into %s (first run only)", folder)
+        provision_e5(folder)
+    return folder
+
+
+class EmbedStage(Stage):
+    name = "embed"
+
+    def __init__(self, settings: Settings, encoder=None):
+        super().__init__(settings)
+        self.encoder = encoder or load_encoder(ensure_model(settings), device=settings.device,
+                                               max_length=settings.max_length, quantize=settings.quantize or None,
+                                               threads=settings.threads or None)
+
+    def process(self, batch: list[InRecord]) -> list[OutRecord]:
+        out, docs = [], []
+        for record in batch:
+            try:
+                docs.append(Document.from_bytes(record.value or b""))
+            except Exception as err:
+                out.append(self.dead_letter(record, "bad-document", f"not a Document record: {err}"))
+        try:
+            embedded = embed(docs, self.encoder, self.settings.embed_batch_size, self.settings.max_chars)
+        except Exception:
+            log.exception("batch embedding failed; retrying one document at a time")
+            embedded = []
+            for doc in docs:
+                try:
+                    embedded += embed([doc], self.encoder, 1, self.settings.max_chars)
+                except Exception as err:
+                    out.append(self.dead_letter(InRecord(doc.doc_id.encode(), doc.to_bytes()), "embed-failed", repr(err)))
+        out += [OutRecord(self.settings.vectors_topic, e.doc_id.encode(), e.to_bytes()) for e in embedded]
+        return out
+
+
+def cluster_config(settings: Settings, dim: int) -> ClusterConfig:
+    from pipeline.cluster import DEFAULT_THRESHOLD
+
+    return ClusterConfig(dim=dim, threshold=settings.threshold or DEFAULT_THRESHOLD, neighbours=settings.neighbours,
+                         bucket_hours=settings.bucket_hours, window_hours=settings.window_hours,
+                         hnsw_m=settings.hnsw_m, hnsw_ef_construction=settings.hnsw_ef_construction,
+                         hnsw_ef=settings.hnsw_ef)
+
+
+class ClusterStage(Stage):
+    name = "cluster"
+
+    def __init__(self, settings: Settings):
+        super().__init__(settings)
+        self.clusterer: IncrementalClusterer | None = None  # built on the first vector: its dimension decides
+
+    def process(self, batch: list[InRecord]) -> list[OutRecord]:
+        out, docs = [], []
+        for record in batch:
+            try:
+                doc = EmbeddedDocument.from_bytes(record.value or b"")
+            except Exception as err:
+                out.append(self.dead_letter(record, "bad-vector", f"not an EmbeddedDocument record: {err}"))
+                continue
+            if self.clusterer is None:
+                self.clusterer = IncrementalClusterer(cluster_config(self.settings, len(doc.vector)))
+            if len(doc.vector) != self.clusterer.config.dim:
+                out.append(self.dead_letter(record, "dimension-mismatch",
+                                            f"{len(doc.vector)}-d vector, the index is {self.clusterer.config.dim}-d"))
+                continue
+            docs.append(doc)
+        if docs:
+            assert self.clusterer is not None
+            for assignment in self.clusterer.assign(docs):
+                out.append(OutRecord(self.settings.events_topic, assignment.doc_id.encode(), assignment.to_bytes()))
+        return out
+
+
+STAGES = {"parse": ParseStage, "embed": EmbedStage, "cluster": ClusterStage}

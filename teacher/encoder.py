@@ -1,0 +1,116 @@
+"""A text encoder loaded from any Hugging Face encoder folder: ``encode(texts) -> (n, dim)`` unit vectors.
+
+Pooling (mean over the attention mask, or CLS), the text prefix (e5 wants ``"passage: "``) and the
+token limit come from ``newsevents_encoder.json`` in the folder when present, so a model folder
+carries how it must be used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ENCODER_SETTINGS_FILE = "newsevents_encoder.json"
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    name: str = ""
+    pooling: str = "mean"  # "mean" (over the attention mask) or "cls"
+    prefix: str = ""
+    normalize: bool = True
+
+    @classmethod
+    def from_folder(cls, folder: Path) -> "EncoderSettings":
+        path = folder / ENCODER_SETTINGS_FILE
+        raw = json.loads(path.read_text()) if path.exists() else {}
+        raw.setdefault("name", folder.name)
+        return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
+
+
+def model_version(folder: Path) -> str:
+    """``name@hash`` of the weights and config: travels with every vector so consumers know which space it is in."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for name in ("config.json", ENCODER_SETTINGS_FILE):
+        if (folder / name).exists():
+            digest.update((folder / name).read_bytes())
+    provenance = folder / "provenance.json"
+    weights = folder / "model.safetensors"
+    if provenance.exists() and "weights_sha256" in provenance.read_text():
+        digest.update(json.loads(provenance.read_text())["weights_sha256"].encode())
+    elif weights.exists():
+        with open(weights, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                digest.update(chunk)
+    return f"{EncoderSettings.from_folder(folder).name}@{digest.hexdigest()[:12]}"
+
+
+def pick_device(requested: str = "auto") -> str:
+    import torch
+
+    if requested != "auto":
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class HFEncoder:
+    """Runs a transformers ``AutoModel`` and pools its last hidden state into unit vectors."""
+
+    def __init__(self, folder: str | Path, device: str = "auto", max_length: int = 256,
+                 quantize: str | None = None, threads: int | None = None):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self.folder = Path(folder)
+        if not (self.folder / "config.json").exists():
+            raise FileNotFoundError(f"{self.folder} is not a Hugging Face model folder (no config.json)")
+        self.settings = EncoderSettings.from_folder(self.folder)
+        self.device = pick_device(device)
+        self.max_length = max_length
+        if threads:
+            torch.set_num_threads(threads)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
+        model = AutoModel.from_pretrained(self.folder, dtype=torch.float32)
+        model.eval()
+        if quantize == "int8":
+            if self.device != "cpu":
+                raise ValueError("int8 dynamic quantisation is a CPU option")
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        elif self.device.startswith("cuda"):
+            model = model.half()
+        self.model = model.to(self.device)
+        self.dim = int(model.config.hidden_size)
+        self.version = model_version(self.folder) + (f"+{quantize}" if quantize else "")
+
+    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        """Encode in length-sorted batches (less padding), return vectors in input order."""
+        import torch
+
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        prefixed = [self.settings.prefix + t for t in texts]
+        order = sorted(range(len(texts)), key=lambda i: len(prefixed[i]))
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                batch = self.tokenizer([prefixed[i] for i in idx], padding=True, truncation=True,
+                                       max_length=self.max_length, return_tensors="pt").to(self.device)
+                hidden = self.model(**batch).last_hidden_state.float()
+                if self.settings.pooling == "cls":
+                    pooled = hidden[:, 0]
+                else:
+                    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+                if self.settings.normalize:
+                    pooled = torch.nn.functional.normalize(pooled, dim=-1)
+                out[idx] = pooled.cpu().numpy()
+        return out
+
+
+def default_threads() -> int:
+    return max(1, os.cpu_count() or 1)

@@ -1,0 +1,129 @@
+import threading
+
+import numpy as np
+
+from pipeline.cluster import ClusterConfig, IncrementalClusterer, event_id_for
+from pipeline.schemas import EmbeddedDocument
+
+DIM = 16
+
+
+def unit(v):
+    v = np.asarray(v, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+def topic_vectors(rng, centre, n, noise):
+    return [unit(centre + noise * rng.standard_normal(DIM)) for _ in range(n)]
+
+
+def docs_for(vectors, prefix="d", hour=10, day="2019-11-08"):
+    return [EmbeddedDocument(doc_id=f"{prefix}{i}", vector=v, model_version="m",
+                             published_time=f"{day}T{hour:02d}:00:00+00:00") for i, v in enumerate(vectors)]
+
+
+def make(threshold=0.9, **kw):
+    return IncrementalClusterer(ClusterConfig(dim=DIM, threshold=threshold, **kw))
+
+
+def test_topics_become_separate_events_and_reposts_join():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(DIM), rng.standard_normal(DIM)
+    docs = docs_for(topic_vectors(rng, a, 10, 0.1), "a") + docs_for(topic_vectors(rng, b, 10, 0.1), "b")
+    clusterer = make()
+    events = {x.doc_id: x.event_id for x in clusterer.assign(docs)}
+    assert len({events[f"a{i}"] for i in range(10)}) == 1
+    assert len({events[f"b{i}"] for i in range(10)}) == 1
+    assert events["a0"] != events["b0"]
+    repost = EmbeddedDocument(doc_id="repost", vector=docs[3].vector.copy(), model_version="m",
+                              published_time=docs[3].published_time)
+    [assignment] = clusterer.assign([repost])
+    assert assignment.event_id == events["a3"]
+    assert assignment.similarity > 0.99 and assignment.event_size == 11
+
+
+def test_event_id_is_the_founders_hash_and_replay_is_deterministic():
+    rng = np.random.default_rng(1)
+    vectors = topic_vectors(rng, rng.standard_normal(DIM), 30, 0.4) + topic_vectors(rng, rng.standard_normal(DIM), 30, 0.4)
+    docs = docs_for(vectors)
+    first = [(x.doc_id, x.event_id) for x in make().assign(docs)]
+    clusterer = make()
+    second = [(x.doc_id, x.event_id) for start in range(0, 60, 7) for x in clusterer.assign(docs[start:start + 7])]
+    assert first == second  # same order, different micro-batching: same ids
+    assert first[0][1] == event_id_for("d0")
+
+
+def test_redelivered_document_keeps_its_event_and_is_not_indexed_twice():
+    rng = np.random.default_rng(2)
+    docs = docs_for(topic_vectors(rng, rng.standard_normal(DIM), 5, 0.05))
+    clusterer = make()
+    original = {x.doc_id: x.event_id for x in clusterer.assign(docs)}
+    again = clusterer.assign(docs[:3] + docs[:1])
+    assert [x.event_id for x in again] == [original["d0"], original["d1"], original["d2"], original["d0"]]
+    assert clusterer.live_documents == 5
+
+
+def test_average_link_refuses_a_document_close_to_only_one_member():
+    """Single linkage would chain the bridge onto the event through its one close member; average link does not."""
+    def at(degrees):
+        v = np.zeros(DIM, dtype=np.float32)
+        v[0], v[1] = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+        return v
+
+    clusterer = make(threshold=0.8)
+    members = clusterer.assign(docs_for([at(0), at(20), at(40)]))
+    assert len({m.event_id for m in members}) == 1  # mean similarities 0.94, then 0.85: one event
+    [bridge] = clusterer.assign(docs_for([at(-25)], "bridge"))  # cos 25° = 0.91 to one member, mean 0.68
+    assert bridge.event_id != members[0].event_id
+    [close] = clusterer.assign(docs_for([at(15)], "close"))  # mean over the event is 0.93
+    assert close.event_id == members[0].event_id and close.linked_doc_id == "d1"
+
+
+def test_window_drops_whole_buckets_and_their_event_members():
+    rng = np.random.default_rng(3)
+    centre = rng.standard_normal(DIM)
+    clusterer = make(bucket_hours=6, window_hours=12)
+    old = clusterer.assign(docs_for(topic_vectors(rng, centre, 5, 0.05), "old", hour=1))
+    assert clusterer.live_documents == 5
+    new = clusterer.assign(docs_for(topic_vectors(rng, centre, 5, 0.05), "new", hour=1, day="2019-11-09"))
+    assert clusterer.live_documents == 5 and len(clusterer.buckets) == 1
+    assert new[0].event_id != old[0].event_id  # the old event left the window
+    assert sum(clusterer.event_sizes().values()) == 5
+
+
+def test_late_document_goes_to_the_oldest_live_bucket_and_future_dates_are_clamped():
+    rng = np.random.default_rng(4)
+    centre = rng.standard_normal(DIM)
+    clusterer = make(bucket_hours=6, window_hours=12)
+    clusterer.assign(docs_for(topic_vectors(rng, centre, 3, 0.05), "now", hour=12))
+    [late] = clusterer.assign(docs_for(topic_vectors(rng, centre, 1, 0.05), "late", hour=1, day="2019-11-01"))
+    assert late.event_size == 4
+    future = EmbeddedDocument(doc_id="future", vector=unit(centre), model_version="m",
+                              published_time="2031-01-01T00:00:00+00:00", ingested_at_ms=1573214400000)
+    clusterer.assign([future])
+    assert clusterer.live_documents == 5  # the 2031 date did not expire the window
+
+
+def test_concurrent_assign_calls_are_serialised():
+    rng = np.random.default_rng(5)
+    clusterer = make()
+    errors = []
+
+    def worker(name):
+        try:
+            for i in range(20):
+                clusterer.assign(docs_for([unit(rng.standard_normal(DIM)) for _ in range(8)], f"{name}-{i}-"))
+        except Exception as err:  # pragma: no cover - the assertion below reports it
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert not errors and clusterer.live_documents == 4 * 20 * 8
+
+
+def test_index_grows_past_its_initial_capacity():
+    rng = np.random.default_rng(6)
+    clusterer = IncrementalClusterer(ClusterConfig(dim=DIM, initial_capacity=16))
+    clusterer.assign(docs_for([unit(rng.standard_normal(DIM)) for _ in range(100)]))
+    assert clusterer.live_documents == 100

@@ -1,0 +1,61 @@
+"""The stage wrappers' pure side: records in, records out, no broker."""
+
+import orjson
+
+from pipeline.config import Settings
+from pipeline.publish import HEADER_FORMAT
+from pipeline.schemas import DeadLetter, Document, EmbeddedDocument, EventAssignment
+from pipeline.stages import ClusterStage, EmbedStage, InRecord, ParseStage
+
+SETTINGS = Settings()
+
+
+def test_parse_stage_routes_good_documents_and_dead_letters(contest_docs):
+    key, raw = next(iter(contest_docs.items()))
+    json_doc = orjson.dumps({"id": "j1", "title": "Правительство России утвердило новый бюджет", "text": "Министерство финансов сообщило, что расходы на образование вырастут в следующем году.", "lang": None})
+    out = ParseStage(SETTINGS).process([
+        InRecord(key.encode(), raw, {}, 1000),
+        InRecord(b"bad", b"\x00\x01binary", {"source": b"crawler-7"}, 1000),
+        InRecord(None, raw, {}, 1000),
+        InRecord(b"j1", json_doc, {HEADER_FORMAT: b"document-json"}, 1000),
+        InRecord(b"j2", b"{not json", {HEADER_FORMAT: b"document-json"}, 1000),
+    ])
+    assert [o.topic for o in out] == ["news.docs", "news.dlq", "news.dlq", "news.docs", "news.dlq"]
+    doc = Document.from_bytes(out[0].value)
+    assert doc.doc_id == key and doc.ingested_at_ms == 1000 and doc.title
+    letter = DeadLetter.from_bytes(out[1].value)
+    assert (letter.stage, letter.reason, letter.key, letter.value) == ("parse", "binary", "bad", b"\x00\x01binary")
+    assert letter.headers == {"source": "crawler-7"}
+    assert DeadLetter.from_bytes(out[2].value).reason == "no-key"
+    assert Document.from_bytes(out[3].value).lang == "ru"
+    assert DeadLetter.from_bytes(out[4].value).reason == "bad-json"
+
+
+def test_embed_and_cluster_stages_chain(tiny_model_dir):
+    settings = Settings(model_dir=str(tiny_model_dir), threshold=0.99999)
+    docs = [Document(doc_id=f"d{i}", title=f"Title number {i}", text=f"body {i} " * (i + 1)) for i in range(5)]
+    repost = Document(doc_id="repost", title=docs[2].title, text=docs[2].text)
+    records = [InRecord(d.doc_id.encode(), d.to_bytes()) for d in docs + [repost]]
+    records.append(InRecord(b"junk", b"{}"))
+    embedded = EmbedStage(settings).process(records)
+    assert [o.topic for o in embedded].count("news.vectors") == 6
+    assert DeadLetter.from_bytes(next(o for o in embedded if o.topic == "news.dlq").value).reason == "bad-document"
+    vectors = [InRecord(o.key, o.value) for o in embedded if o.topic == "news.vectors"]
+    cluster = ClusterStage(settings)
+    events = {EventAssignment.from_bytes(o.value).doc_id: EventAssignment.from_bytes(o.value)
+              for o in cluster.process(vectors)}
+    assert set(events) == {"d0", "d1", "d2", "d3", "d4", "repost"}
+    assert events["repost"].event_id == events["d2"].event_id
+    assert len({e.event_id for e in events.values()}) == 5
+
+
+def test_cluster_stage_dead_letters_bad_and_mismatched_vectors():
+    import numpy as np
+
+    good = EmbeddedDocument(doc_id="a", vector=np.ones(8, dtype=np.float32), model_version="m")
+    other = EmbeddedDocument(doc_id="b", vector=np.ones(4, dtype=np.float32), model_version="m2")
+    out = ClusterStage(SETTINGS).process([InRecord(b"a", good.to_bytes()), InRecord(b"b", other.to_bytes()),
+                                          InRecord(b"c", b"not json")])
+    reasons = sorted(DeadLetter.from_bytes(o.value).reason for o in out if o.topic == "news.dlq")
+    assert reasons == ["bad-vector", "dimension-mismatch"]
+    assert [o.key for o in out if o.topic == "news.events"] == [b"a"]
