@@ -1,0 +1,87 @@
+"""The command line as a user runs it: real processes, real broker, clear errors."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import tarfile
+import uuid
+
+import orjson
+import pytest
+
+from pipeline.broker import EmbeddedBroker
+
+COMMANDS = ["broker", "topics", "publish", "worker", "run", "events", "demo", "teacher", "teacher provision"]
+
+
+def newsevents(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_everywhere(command):
+    result = newsevents(*command.split(), "--help")
+    assert result.returncode == 0 and "usage: newsevents" in result.stdout
+
+
+def test_publish_reports_bad_paths_and_still_publishes_the_rest(kafka_bootstrap, contest_docs, tmp_path):
+    topic = f"{uuid.uuid4().hex[:8]}.raw"
+    for doc_id, raw in list(contest_docs.items())[:5]:
+        (tmp_path / f"{doc_id}.html").write_bytes(raw)
+    (tmp_path / "huge.html").write_bytes(b"<html>" + b"x" * 300_000 + b"</html>")
+    result = newsevents("publish", str(tmp_path), str(tmp_path / "missing.tar.gz"), "--raw-topic", topic,
+                        "--bootstrap-servers", kafka_bootstrap, "--max-html-bytes", "200000", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "published 5 documents" in result.stdout
+    assert "missing.tar.gz: no such file or directory" in result.stderr
+    assert "huge.html: 300013 bytes, over the 200000-byte document limit" in result.stderr
+
+
+def test_bad_settings_and_inputs_are_clear_errors(tmp_path):
+    result = newsevents("demo", "--input", str(tmp_path / "nowhere"))
+    assert result.returncode == 1 and "no such file or directory" in result.stderr and "Traceback" not in result.stderr
+    result = newsevents("topics", env={"NEWSEVENTS_PARTITIONS": "four", "PATH": ""})
+    assert result.returncode == 2 and "NEWSEVENTS_PARTITIONS='four' is not a valid int" in result.stderr
+
+
+def test_demo_accounts_for_every_document(contest_docs, tiny_model_dir, tmp_path):
+    archive = tmp_path / "unseen.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        items = list(contest_docs.items())[250:330] + [("8000000000000000001", b""), ("8000000000000000002", b"\x00" * 64)]
+        for doc_id, raw in items:
+            info = tarfile.TarInfo(f"crawl/20191115/00/{doc_id}.html")
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    result = newsevents("demo", "--input", str(archive), "--json", "--model-dir", str(tiny_model_dir),
+                        "--threshold", "0.99999", "--stall-timeout", "120")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = orjson.loads(result.stdout.strip().splitlines()[-1])
+    assert report["published"] == 82
+    assert report["published"] == report["parsed"] + report["dead_lettered"]
+    assert report["events_emitted"] == report["parsed"] == 80 and report["dead_lettered"] == 2
+    assert report["docs_per_s"] > 0 and report["latency_p95_ms"] >= report["latency_p50_ms"] > 0
+
+
+def test_durable_broker_keeps_records_across_restarts(tmp_path):
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    with EmbeddedBroker(durable_dir=tmp_path / "store") as broker:
+        admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+        admin.create_topics([NewTopic("kept", 1, 1)])
+        admin.close()
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers)
+        for i in range(20):
+            producer.send("kept", f"v{i}".encode())
+        producer.flush()
+        producer.close()
+        port = broker.port
+    with EmbeddedBroker(port=port, durable_dir=tmp_path / "store") as broker:
+        consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, consumer_timeout_ms=5000)
+        consumer.assign([TopicPartition("kept", 0)])
+        consumer.seek_to_beginning()
+        assert [m.value for m in consumer] == [f"v{i}".encode() for i in range(20)]
+        consumer.close()
