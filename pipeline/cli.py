@@ -83,7 +83,8 @@ def cmd_topics(args: argparse.Namespace) -> int:
 def cmd_publish(args: argparse.Namespace) -> int:
     from pipeline.publish import publish
 
-    summary = publish(load_settings(args), args.paths, crawl=args.crawl, limit=args.limit, progress=not args.quiet)
+    summary = publish(load_settings(args), args.paths, crawl=args.crawl, limit=args.limit, progress=not args.quiet,
+                      rate=args.rate)
     for problem in summary.problems[:50]:
         print(f"skipped {problem}", file=sys.stderr)
     if len(summary.problems) > 50:
@@ -163,7 +164,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     try:
         report = run_demo(load_settings(args), args.input, limit=args.limit, progress=not args.json,
-                          log_dir=args.log_dir, stall_timeout_s=args.stall_timeout)
+                          log_dir=args.log_dir, stall_timeout_s=args.stall_timeout, rate=args.rate)
     except DemoError as err:
         return fail(str(err), 1)
     texts = report.pop("_events_text")
@@ -174,8 +175,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"\npublished {report['published']}, parsed {report['parsed']}, dead-lettered {report['dead_lettered']} "
               f"{report['dead_letter_reasons'] or ''}, event records {report['events_emitted']} in {report['events']} events")
         print(f"{report['docs_per_s']} docs/s end to end; publish→event latency p50 {report['latency_p50_ms']:.0f} ms, "
-              f"p95 {report['latency_p95_ms']:.0f} ms (all published at once, so this includes queueing); "
+              f"p95 {report['latency_p95_ms']:.0f} ms "
+              f"({'offered ' + str(report['offered_rate']) + ' docs/s' if report['offered_rate'] else 'all published at once, so this includes queueing'}); "
               f"model {report['model_version']}")
+        print(f"event size histogram: {report['event_sizes_plot']}; logs: {report['logs']}")
     else:
         report.pop("largest_events")
     ok = report["published"] == report["parsed"] + report["dead_lettered"] and report["conflicting_event_ids"] == 0
@@ -218,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crawl", default="", help="label carried in the 'crawl' header")
     p.add_argument("--limit", type=int, help="publish at most N documents")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--rate", type=float, help="publish at most this many documents per second")
     add_settings(p, KAFKA_SETTINGS)
     p.set_defaults(func=cmd_publish)
 
@@ -246,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", action="append", metavar="PATH",
                    help="dir, .tar.gz or JSONL of documents (default: the contest sample in ../shared/data)")
     p.add_argument("--limit", type=int, help="publish at most N documents")
+    p.add_argument("--rate", type=float, help="offered load: publish at most this many documents per second "
+                   "(default: all at once, so latency includes the queue)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object on the last line")
     p.add_argument("--log-dir", help="broker and worker logs go here (default: a temporary folder)")
     p.add_argument("--stall-timeout", type=float, default=300.0, help="give up after this many seconds without progress")

@@ -48,7 +48,7 @@ class Settings:
     embed_max_wait_s: float = 0.5
     threads: int = 0  # torch CPU threads; 0 = torch default
     # cluster
-    threshold: float = 0.0  # 0: the threshold stored with the model, else DEFAULT_THRESHOLD
+    threshold: float = 0.0  # 0: pipeline.cluster.DEFAULT_THRESHOLD (tuned for the default model)
     neighbours: int = 20
     bucket_hours: float = 6.0
     window_hours: float = 48.0

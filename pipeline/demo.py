@@ -75,7 +75,7 @@ def default_input() -> Path:
 
 def run_demo(settings: Settings, inputs: list[str] | None = None, limit: int | None = None,
              stall_timeout_s: float = 300.0, progress: bool = True, log_dir: str | Path | None = None,
-             top: int = 10) -> dict:
+             top: int = 10, rate: float | None = None) -> dict:
     inputs = inputs or [str(default_input())]
     for path in inputs:
         if not Path(path).exists():
@@ -88,7 +88,7 @@ def run_demo(settings: Settings, inputs: list[str] | None = None, limit: int | N
         with Workers(settings, ["parse", "embed", "cluster"], log_dir=log_dir) as workers:
             reader = make_reader(settings, [settings.docs_topic, settings.events_topic, settings.dlq_topic])
             started = time.time()
-            summary = publish(settings, inputs, limit=limit, progress=progress)
+            summary = publish(settings, inputs, limit=limit, progress=progress, rate=rate)
             if summary.published == 0:
                 raise DemoError("nothing was published: " + "; ".join(summary.problems[:5]))
             books = Accounting.empty(summary.keys)
@@ -113,6 +113,26 @@ def run_demo(settings: Settings, inputs: list[str] | None = None, limit: int | N
     return _report(settings, summary, books, started, finished_at, top, log_dir)
 
 
+def plot_event_sizes(sizes: list[int], path: Path, title: str) -> Path:
+    """Histogram of event sizes (log-scaled counts): the shape people check first after a run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bins = np.arange(1, max(sizes or [1]) + 2) - 0.5
+    ax.hist(sizes, bins=bins, color="#3b6ea8")
+    ax.set_yscale("log")
+    ax.set_xlabel("documents per event")
+    ax.set_ylabel("events")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _report(settings: Settings, summary, books: Accounting, started: float, finished_at: float, top: int,
             log_dir: Path) -> dict:
     assignments = [a for k, a in books.book.by_doc.items() if k in books.published]
@@ -122,6 +142,8 @@ def _report(settings: Settings, summary, books: Accounting, started: float, fini
     reasons: dict[str, int] = {}
     for letter in books.dead.values():
         reasons[f"{letter.stage}:{letter.reason}"] = reasons.get(f"{letter.stage}:{letter.reason}", 0) + 1
+    plot = plot_event_sizes([e.size for e in events], log_dir / "event_sizes.png",
+                            f"{len(assignments)} documents in {len(events)} events")
     return {
         "published": summary.published,
         "skipped_at_publish": sum(summary.skipped.values()),
@@ -135,8 +157,10 @@ def _report(settings: Settings, summary, books: Accounting, started: float, fini
         "latency_p50_ms": float(np.percentile(latencies, 50)),
         "latency_p95_ms": float(np.percentile(latencies, 95)),
         "seconds": round(elapsed, 1),
+        "offered_rate": rate,
         "model_version": assignments[0].model_version if assignments else None,
         "largest_events": [e.to_dict() for e in events[:top]],
         "logs": str(log_dir),
+        "event_sizes_plot": str(plot),
         "_events_text": [format_event(e) for e in events[:top]],
     }

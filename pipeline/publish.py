@@ -43,8 +43,11 @@ def make_producer(settings: Settings):
 
 
 def publish(settings: Settings, paths: list[str | Path], *, crawl: str = "", limit: int | None = None,
-            progress: bool = True, producer=None) -> PublishSummary:
-    """Publish every readable document; report what was skipped and why. Duplicate keys in one run are skipped."""
+            progress: bool = True, producer=None, rate: float | None = None) -> PublishSummary:
+    """Publish every readable document; report what was skipped and why. Duplicate keys in one run are skipped.
+
+    ``rate`` paces publishing to that many documents per second (a crawl replayed at a realistic speed).
+    """
     summary = PublishSummary()
     own_producer = producer is None
     producer = producer or make_producer(settings)
@@ -83,6 +86,10 @@ def publish(settings: Settings, paths: list[str | Path], *, crawl: str = "", lim
             summary.published += 1
             summary.keys.append(item.key)
             bar.update(1)
+            if rate:
+                ahead = started + summary.published / rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
         producer.flush()
     finally:
         bar.close()

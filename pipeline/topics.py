@@ -35,6 +35,19 @@ def admin_client(settings: Settings):
                             request_timeout_ms=30000)
 
 
+def _topic_configs(admin, names: list[str]) -> dict[str, dict[str, str]]:
+    """Topic configs as the broker reports them (tansu reports none; Apache Kafka does)."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    try:
+        answer = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
+    except Exception:
+        return {}
+    topics = answer.get("topic", {}) if isinstance(answer, dict) else {}
+    return {name: {k: (v.get("value") if isinstance(v, dict) else v) for k, v in (entries or {}).items()}
+            for name, entries in topics.items()}
+
+
 def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     """Create missing topics; fail loudly when an existing one has a different partition count. Returns a report."""
     from kafka.admin import NewTopic
@@ -59,12 +72,18 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
                 break
             time.sleep(0.2)
         problems = []
+        configs = _topic_configs(admin, [s.name for s in specs])
         for spec in specs:
             actual = len(described.get(spec.name, {}).get("partitions") or [])
             state = "created" if spec in missing else "exists"
             if actual != spec.partitions:
                 problems.append(f"{spec.name}: {actual} partitions, expected {spec.partitions}")
-            report.append(f"{spec.name:<16} {actual:>2} partitions  {state:<8} {spec.purpose}")
+            reported = configs.get(spec.name, {})
+            for key in ("max.message.bytes",):  # too small a limit would reject documents publish accepts
+                if key in reported and int(reported[key]) < int(spec.config[key]):
+                    problems.append(f"{spec.name}: {key}={reported[key]}, need at least {spec.config[key]}")
+            checked = ", ".join(f"{k}={reported[k]}" for k in spec.config if k in reported) or "configs not reported"
+            report.append(f"{spec.name:<16} {actual:>2} partitions  {state:<8} {spec.purpose} ({checked})")
         if problems:
             raise RuntimeError("topic check failed: " + "; ".join(problems))
         return report

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tarfile
 import uuid
+from pathlib import Path
 
 import orjson
 import pytest
@@ -63,6 +64,7 @@ def test_demo_accounts_for_every_document(contest_docs, tiny_model_dir, tmp_path
     assert report["published"] == report["parsed"] + report["dead_lettered"]
     assert report["events_emitted"] == report["parsed"] == 80 and report["dead_lettered"] == 2
     assert report["docs_per_s"] > 0 and report["latency_p95_ms"] >= report["latency_p50_ms"] > 0
+    assert Path(report["event_sizes_plot"]).stat().st_size > 1000
 
 
 def test_durable_broker_keeps_records_across_restarts(tmp_path):
