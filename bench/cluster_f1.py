@@ -59,7 +59,7 @@ def days(docs: list[EmbeddedDocument]) -> dict[str, list[EmbeddedDocument]]:
 
 
 def stream_labels(docs: list[EmbeddedDocument], threshold: float, batch: int = 64) -> dict[str, str]:
-    ordered = sorted(docs, key=document_epoch_s)
+    ordered = sorted(docs, key=lambda d: document_epoch_s(d) or 0.0)
     clusterer = IncrementalClusterer(ClusterConfig(dim=len(ordered[0].vector), threshold=threshold))
     labels = {}
     for start in range(0, len(ordered), batch):

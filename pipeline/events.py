@@ -59,7 +59,7 @@ class EventSummary:
 
 
 class EventBook:
-    """Latest event per document (a redelivered assignment replaces, never duplicates), grouped by event."""
+    """The first event record per document (a redelivered duplicate is ignored, a different id is a conflict)."""
 
     def __init__(self) -> None:
         self.by_doc: dict[str, EventAssignment] = {}

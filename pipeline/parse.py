@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import codecs
 import re
 from datetime import datetime, timezone
 
@@ -44,22 +43,20 @@ def decode_html(raw: bytes, max_bytes: int = MAX_HTML_BYTES) -> str:
     head = raw[:8192]
     if b"\x00" in head:
         raise ParseError("binary", "NUL bytes in the first 8 KiB: not a text document")
-    declared = _CHARSET_RE.search(head)
-    encoding = "utf-8"
-    if declared:
-        try:
-            encoding = codecs.lookup(declared.group(1).decode("ascii")).name
-        except LookupError:
-            encoding = "utf-8"  # unknown label: try UTF-8, the contest's encoding
     try:
-        text = raw.decode(encoding)
+        # UTF-8 first: a valid UTF-8 byte string is practically never legacy-encoded text by accident, while
+        # a wrong single-byte charset declaration would decode "successfully" into mojibake.
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        if encoding != "utf-8":
+        declared = _CHARSET_RE.search(head)
+        text = None
+        if declared:
             try:
-                return raw.decode("utf-8")  # a wrong declaration over a UTF-8 body
-            except UnicodeDecodeError:
-                pass
-        raise ParseError("not-utf8", f"not valid {encoding} at byte {err.start}") from None
+                text = raw.decode(declared.group(1).decode("ascii"))
+            except (LookupError, UnicodeError):  # unknown or non-text codec ("base64"), or wrong charset
+                text = None
+        if text is None:
+            raise ParseError("not-utf8", f"not valid UTF-8 at byte {err.start} and no working charset declared") from None
     control = sum(1 for ch in text[:4096] if ord(ch) < 32 and ch not in "\t\n\r\f")
     if control > 0.05 * min(len(text), 4096):
         raise ParseError("binary", f"{control} control characters in the first 4 KiB")
@@ -107,9 +104,14 @@ def _meta(tree: LexborHTMLParser, prop: str) -> str | None:
     return value or None
 
 
-def parse_time(value: str | None) -> str | None:
-    """ISO 8601 → ISO 8601 with an offset (naive times are taken as UTC); None when unparseable."""
-    if not value:
+def parse_time(value: object) -> str | None:
+    """ISO 8601 (or Unix seconds) → ISO 8601 with an offset (naive times are taken as UTC); None when unparseable."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(value, tz=timezone.utc).isoformat()
+        except (OverflowError, OSError, ValueError):
+            return None
+    if not isinstance(value, str) or not value.strip():
         return None
     try:
         moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))

@@ -6,10 +6,21 @@ raw HTML bytes ─parse→ Document ─embed→ EmbeddedDocument ─cluster→ E
 from __future__ import annotations
 
 import base64
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 import numpy as np
 import orjson
+
+
+_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "dict": (dict,), "bool": (bool,),
+          "None": (type(None),)}
+
+
+def _check(name: str, annotation: str, value) -> None:
+    """Field types as annotated (``str | None`` and friends): a record from the wire is not trusted."""
+    allowed = tuple(t for part in annotation.split("|") for t in _TYPES.get(part.strip(), (object,)))
+    if not isinstance(value, allowed) or (isinstance(value, bool) and not {bool, object} & set(allowed)):
+        raise ValueError(f"field {name!r} must be {annotation}, got {type(value).__name__}")
 
 
 class _Record:
@@ -23,8 +34,16 @@ class _Record:
 
     @classmethod
     def from_dict(cls, raw: dict):
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in names})
+        if not isinstance(raw, dict):
+            raise ValueError(f"a {cls.__name__} must be a JSON object")
+        known = {f.name: f for f in fields(cls)}
+        values = {k: v for k, v in raw.items() if k in known}
+        for name, value in values.items():
+            _check(name, str(known[name].type), value)
+        missing = [n for n, f in known.items() if n not in values and f.default is MISSING and f.default_factory is MISSING]
+        if missing:
+            raise ValueError(f"a {cls.__name__} needs {', '.join(missing)}")
+        return cls(**values)
 
     @classmethod
     def from_bytes(cls, data: bytes):
@@ -68,8 +87,13 @@ class EmbeddedDocument(_Record):
 
     @classmethod
     def from_dict(cls, raw: dict) -> "EmbeddedDocument":
-        record = super().from_dict(raw)
-        record.vector = np.frombuffer(base64.b64decode(raw["vector"]), dtype="<f4").copy()
+        if not isinstance(raw, dict) or not isinstance(raw.get("vector"), str):
+            raise ValueError("an EmbeddedDocument needs a base64 'vector'")
+        encoded = raw["vector"]
+        record = super().from_dict({k: v for k, v in raw.items() if k != "vector"} | {"vector": None})
+        record.vector = np.frombuffer(base64.b64decode(encoded, validate=True), dtype="<f4").copy()
+        if record.vector.size == 0 or not np.isfinite(record.vector).all():
+            raise ValueError("the vector is empty or not finite")
         return record
 
 
@@ -88,7 +112,7 @@ class EventAssignment(_Record):
     published_time: str | None = None  # the article's own time
     ingested_at_ms: int | None = None  # when it was published to news.raw
     assigned_at_ms: int = 0
-    event_size: int = 1  # members in the live window when this document joined, itself included
+    event_size: int = 1  # members in the live window when this record was made, this document included
 
 
 @dataclass
@@ -102,15 +126,23 @@ class DeadLetter(_Record):
     value_b64: str
     headers: dict = field(default_factory=dict)
     failed_at_ms: int = 0
+    source_topic: str = ""  # where the original record is, for as long as that topic retains it
+    source_partition: int = -1
+    source_offset: int = -1
+    value_size: int = 0
+    value_truncated: bool = False  # only values too large for the dead-letter topic are cut (see source_*)
 
     @classmethod
     def wrap(cls, stage: str, reason: str, detail: str, key: bytes | str | None, value: bytes | None,
-             headers: dict | None = None, failed_at_ms: int = 0) -> "DeadLetter":
+             headers: dict | None = None, failed_at_ms: int = 0, source: tuple[str, int, int] = ("", -1, -1),
+             max_value_bytes: int = 2 * 1024 * 1024) -> "DeadLetter":
         if isinstance(key, bytes):
             key = key.decode("utf-8", errors="replace")
+        value = value or b""
         return cls(stage=stage, reason=reason, detail=detail[:2000], key=key,
-                   value_b64=base64.b64encode(value or b"").decode(), headers=headers or {},
-                   failed_at_ms=failed_at_ms)
+                   value_b64=base64.b64encode(value[:max_value_bytes]).decode(), headers=headers or {},
+                   failed_at_ms=failed_at_ms, source_topic=source[0], source_partition=source[1],
+                   source_offset=source[2], value_size=len(value), value_truncated=len(value) > max_value_bytes)
 
     @property
     def value(self) -> bytes:

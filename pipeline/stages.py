@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 
-from pipeline.cluster import ClusterConfig, IncrementalClusterer
+from pipeline.cluster import DEFAULT_THRESHOLD, ClusterConfig, IncrementalClusterer
 from pipeline.config import Settings
 from pipeline.embed import embed, load_encoder
 from pipeline.parse import ParseError, detect_language, parse_html, parse_time
@@ -32,6 +32,9 @@ class InRecord:
     value: bytes | None
     headers: dict[str, bytes] = field(default_factory=dict)
     timestamp_ms: int | None = None
+    topic: str = ""
+    partition: int = -1
+    offset: int = -1
 
 
 @dataclass
@@ -52,12 +55,29 @@ class Stage:
         self.settings = settings
 
     def dead_letter(self, record: InRecord, reason: str, detail: str) -> OutRecord:
+        # base64 grows a value by a third: cut what would not fit in the dead-letter topic (its source is kept)
         letter = DeadLetter.wrap(self.name, reason, detail, record.key, record.value,
-                                 {k: v.decode("utf-8", "replace") for k, v in record.headers.items()}, now_ms())
+                                 {k: v.decode("utf-8", "replace") for k, v in record.headers.items()}, now_ms(),
+                                 (record.topic, record.partition, record.offset),
+                                 max_value_bytes=self.settings.max_message_bytes * 2 // 3)
         return OutRecord(self.settings.dlq_topic, record.key or b"", letter.to_bytes())
 
     def process(self, batch: list[InRecord]) -> list[OutRecord]:
         raise NotImplementedError
+
+    def process_safely(self, batch: list[InRecord]) -> list[OutRecord]:
+        """``process``, but a bug can only cost the records that trigger it: they become ``internal-error`` letters."""
+        try:
+            return self.process(batch)
+        except Exception:
+            log.exception("%s: batch of %d failed; retrying record by record", self.name, len(batch))
+        out: list[OutRecord] = []
+        for record in batch:
+            try:
+                out += self.process([record])
+            except Exception as err:
+                out.append(self.dead_letter(record, "internal-error", f"{err!r}\n{traceback.format_exc(limit=3)}"))
+        return out
 
 
 def document_from_json(value: bytes, key: str, ingested_at_ms: int | None, source: str | None) -> Document:
@@ -97,10 +117,6 @@ class ParseStage(Stage):
             except ParseError as err:
                 out.append(self.dead_letter(record, err.reason, err.detail))
                 continue
-            except Exception as err:  # a parser bug must not stop the stream
-                log.exception("parse failed for %s", doc_id)
-                out.append(self.dead_letter(record, "internal-error", f"{err!r}\n{traceback.format_exc(limit=3)}"))
-                continue
             out.append(OutRecord(self.settings.docs_topic, record.key, doc.to_bytes()))
         return out
 
@@ -128,29 +144,28 @@ class EmbedStage(Stage):
                                                threads=settings.threads or None)
 
     def process(self, batch: list[InRecord]) -> list[OutRecord]:
-        out, docs = [], []
+        out, records, docs = [], [], []
         for record in batch:
             try:
                 docs.append(Document.from_bytes(record.value or b""))
-            except Exception as err:
+                records.append(record)
+            except ValueError as err:
                 out.append(self.dead_letter(record, "bad-document", f"not a Document record: {err}"))
         try:
             embedded = embed(docs, self.encoder, self.settings.embed_batch_size, self.settings.max_chars)
         except Exception:
             log.exception("batch embedding failed; retrying one document at a time")
             embedded = []
-            for doc in docs:
+            for record, doc in zip(records, docs):
                 try:
                     embedded += embed([doc], self.encoder, 1, self.settings.max_chars)
                 except Exception as err:
-                    out.append(self.dead_letter(InRecord(doc.doc_id.encode(), doc.to_bytes()), "embed-failed", repr(err)))
+                    out.append(self.dead_letter(record, "embed-failed", repr(err)))
         out += [OutRecord(self.settings.vectors_topic, e.doc_id.encode(), e.to_bytes()) for e in embedded]
         return out
 
 
 def cluster_config(settings: Settings, dim: int) -> ClusterConfig:
-    from pipeline.cluster import DEFAULT_THRESHOLD
-
     return ClusterConfig(dim=dim, threshold=settings.threshold or DEFAULT_THRESHOLD, neighbours=settings.neighbours,
                          bucket_hours=settings.bucket_hours, window_hours=settings.window_hours,
                          hnsw_m=settings.hnsw_m, hnsw_ef_construction=settings.hnsw_ef_construction,
@@ -169,7 +184,7 @@ class ClusterStage(Stage):
         for record in batch:
             try:
                 doc = EmbeddedDocument.from_bytes(record.value or b"")
-            except Exception as err:
+            except ValueError as err:
                 out.append(self.dead_letter(record, "bad-vector", f"not an EmbeddedDocument record: {err}"))
                 continue
             if self.clusterer is None:

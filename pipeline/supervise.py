@@ -19,7 +19,8 @@ from pipeline.config import ENV_PREFIX, Settings
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The settings as NEWSEVENTS_* variables, so a child process sees exactly the parent's configuration."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX) and k != "KAFKA_BOOTSTRAP_SERVERS"}
+    names = {ENV_PREFIX + f.name.upper() for f in fields(settings)} | {"KAFKA_BOOTSTRAP_SERVERS"}
+    env = {k: v for k, v in os.environ.items() if k not in names}
     for f in fields(settings):
         env[ENV_PREFIX + f.name.upper()] = str(getattr(settings, f.name))
     return env
@@ -54,12 +55,6 @@ class Workers:
 
     def dead(self) -> dict[str, int]:
         return {name: p.returncode for name, p in self.processes.items() if p.poll() is not None}
-
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        proc = self.processes[name]
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            proc.wait(30)
 
     def stop(self, timeout_s: float = 20.0) -> None:
         for proc in self.processes.values():

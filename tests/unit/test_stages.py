@@ -59,3 +59,34 @@ def test_cluster_stage_dead_letters_bad_and_mismatched_vectors():
     reasons = sorted(DeadLetter.from_bytes(o.value).reason for o in out if o.topic == "news.dlq")
     assert reasons == ["bad-vector", "dimension-mismatch"]
     assert [o.key for o in out if o.topic == "news.events"] == [b"a"]
+
+
+def test_a_bug_costs_only_the_records_that_trigger_it():
+    class Fragile(ParseStage):
+        def process(self, batch):
+            if any(r.key == b"boom" for r in batch):
+                raise RuntimeError("bug")
+            return super().process(batch)
+
+    raw = b"<html><head><meta property='og:title' content='Fine title here'/></head><body><article><p>Body</p></article></body></html>"
+    out = Fragile(SETTINGS).process_safely([InRecord(b"ok", raw), InRecord(b"boom", raw, topic="news.raw", offset=7)])
+    assert [o.topic for o in out] == ["news.docs", "news.dlq"]
+    letter = DeadLetter.from_bytes(out[1].value)
+    assert letter.reason == "internal-error" and "bug" in letter.detail
+    assert (letter.source_topic, letter.source_offset, letter.value) == ("news.raw", 7, raw)
+
+
+def test_oversized_values_are_cut_in_the_dead_letter_but_located():
+    settings = Settings(max_message_bytes=3000)
+    out = ParseStage(settings).process([InRecord(b"big", b"\x00" * 10_000, topic="news.raw", partition=1, offset=42)])
+    letter = DeadLetter.from_bytes(out[0].value)
+    assert len(out[0].value) < 3000 and letter.value_truncated and letter.value_size == 10_000
+    assert (letter.source_topic, letter.source_partition, letter.source_offset) == ("news.raw", 1, 42)
+
+
+def test_wire_records_with_wrong_types_are_dead_letters_not_crashes():
+    bad = [b'{"doc_id": 5, "vector": "AACAPw==", "model_version": "m"}',
+           b'{"doc_id": "x", "vector": "AACAPw==", "model_version": "m", "published_time": 123}',
+           b'{"doc_id": "x", "vector": "AADAfw==", "model_version": "m"}']
+    out = ClusterStage(SETTINGS).process_safely([InRecord(b"k", v) for v in bad])
+    assert [DeadLetter.from_bytes(o.value).reason for o in out] == ["bad-vector"] * 3
