@@ -43,6 +43,8 @@ def make_app(settings: Settings, stage_name: str, stage: Stage | None = None) ->
         raise ValueError(f"unknown stage {stage_name!r}; stages are {', '.join(STAGES)}")
     servers = ";".join(f"kafka://{s.strip()}" for s in settings.bootstrap_servers.split(","))
     source_name, batch_size, within = _stage_batching(settings, stage_name)
+    datadir = settings.home_path / "faust" / f"{settings.group_prefix}-{stage_name}"  # not the working directory
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"{settings.group_prefix}-{stage_name}",
         broker=servers,
@@ -58,7 +60,7 @@ def make_app(settings: Settings, stage_name: str, stage: Stage | None = None) ->
         producer_max_request_size=settings.max_message_bytes + 64 * 1024,
         consumer_max_fetch_size=settings.max_message_bytes + 64 * 1024,
         stream_buffer_maxsize=4 * max(batch_size, 64),
-        datadir=str(settings.home_path / "faust" / f"{settings.group_prefix}-{stage_name}"),  # not the working dir
+        datadir=str(datadir),
     )
     source = app.topic(source_name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     outputs: dict[str, faust.TopicT] = {}
