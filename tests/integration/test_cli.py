@@ -87,3 +87,32 @@ def test_durable_broker_keeps_records_across_restarts(tmp_path):
         consumer.seek_to_beginning()
         assert [m.value for m in consumer] == [f"v{i}".encode() for i in range(20)]
         consumer.close()
+
+
+def test_events_command_summarises_the_events_topic(kafka_bootstrap):
+    from kafka import KafkaProducer
+
+    from pipeline.config import Settings
+    from pipeline.schemas import EventAssignment
+    from pipeline.topics import ensure_topics
+
+    run = uuid.uuid4().hex[:8]
+    settings = Settings(bootstrap_servers=kafka_bootstrap, raw_topic=f"{run}.raw", docs_topic=f"{run}.docs",
+                        vectors_topic=f"{run}.vectors", events_topic=f"{run}.events", dlq_topic=f"{run}.dlq")
+    ensure_topics(settings)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    for doc, event, title in [("1", "ev-a", "Earthquake in Chile"), ("2", "ev-a", "Chile quake: 7.1"),
+                              ("3", "ev-b", "Budget passed"), ("1", "ev-a", "Earthquake in Chile")]:
+        record = EventAssignment(doc_id=doc, event_id=event, model_version="m", similarity=1.0, linked_doc_id=doc,
+                                 title=title)
+        producer.send(settings.events_topic, key=doc.encode(), value=record.to_bytes())
+    producer.flush()
+    producer.close()
+    common = ["--bootstrap-servers", kafka_bootstrap, "--events-topic", settings.events_topic, "--idle-timeout", "2"]
+    text = newsevents("events", *common)
+    assert text.returncode == 0, text.stderr
+    assert "3 documents in 2 events" in text.stdout  # the redelivered record for doc 1 is not counted twice
+    assert text.stdout.index("ev-a  2 docs") < text.stdout.index("ev-b  1 docs")
+    assert "Chile quake: 7.1" in text.stdout
+    lines = newsevents("events", "--json", *common).stdout.strip().splitlines()
+    assert [orjson.loads(line)["doc_id"] for line in lines] == ["1", "2", "3", "1"]
