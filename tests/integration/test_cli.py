@@ -115,4 +115,4 @@ def test_events_command_summarises_the_events_topic(kafka_bootstrap):
     assert text.stdout.index("ev-a  2 docs") < text.stdout.index("ev-b  1 docs")
     assert "Chile quake: 7.1" in text.stdout
     lines = newsevents("events", "--json", *common).stdout.strip().splitlines()
-    assert [orjson.loads(line)["doc_id"] for line in lines] == ["1", "2", "3", "1"]
+    assert sorted(orjson.loads(line)["doc_id"] for line in lines) == ["1", "1", "2", "3"]  # every record, raw
