@@ -87,18 +87,28 @@ class HFEncoder:
         self.dim = int(model.config.hidden_size)
         self.version = model_version(self.folder) + (f"+{quantize}" if quantize else "")
 
-    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        """Encode in length-sorted batches (less padding), return vectors in input order."""
+    def encode(self, texts: list[str], batch_size: int = 32, return_tokens: bool = False):
+        """Encode in length-sorted batches (less padding); vectors in input order.
+
+        ``return_tokens``: also the token ids each text was encoded from (after prefix and truncation), which
+        is what a student trained on these vectors must read.
+        """
         import torch
 
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        tokens: list[np.ndarray] = [np.zeros(0, dtype=np.int32)] * len(texts)
         prefixed = [self.settings.prefix + t for t in texts]
         order = sorted(range(len(texts)), key=lambda i: len(prefixed[i]))
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
                 batch = self.tokenizer([prefixed[i] for i in idx], padding=True, truncation=True,
-                                       max_length=self.max_length, return_tensors="pt").to(self.device)
+                                       max_length=self.max_length, return_tensors="pt")
+                if return_tokens:
+                    lengths = batch["attention_mask"].sum(1).tolist()
+                    for row, i in enumerate(idx):
+                        tokens[i] = batch["input_ids"][row, :lengths[row]].numpy().astype(np.int32)
+                batch = batch.to(self.device)
                 hidden = self.model(**batch).last_hidden_state.float()
                 if self.settings.pooling == "cls":
                     pooled = hidden[:, 0]
@@ -108,4 +118,4 @@ class HFEncoder:
                 if self.settings.normalize:
                     pooled = torch.nn.functional.normalize(pooled, dim=-1)
                 out[idx] = pooled.cpu().numpy()
-        return out
+        return (out, tokens) if return_tokens else out

@@ -205,3 +205,29 @@ def provision_e5(out_dir: Path, force: bool = False) -> Path:
     except OSError:  # another provisioner finished first: theirs is the same build
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def provision_hf(model: str, out_dir: Path, pooling: str = "mean", prefix: str = "", force: bool = False) -> Path:
+    """Any Hugging Face encoder (a local folder, or a hub id where the hub is reachable) into ``out_dir``,
+    with the pooling and prefix it must be used with."""
+    from transformers import AutoModel, AutoTokenizer
+
+    out_dir = Path(out_dir)
+    if (out_dir / "config.json").exists() and not force:
+        return out_dir
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model)
+        encoder = AutoModel.from_pretrained(model)
+    except (OSError, ValueError) as err:
+        raise ProvisionError(f"cannot load a Hugging Face encoder from {model!r}: {err}") from err
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".partial-", dir=out_dir.parent))
+    encoder.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "newsevents_encoder.json").write_text(json.dumps(
+        {"name": Path(model).name or model, "pooling": pooling, "prefix": prefix, "normalize": True}, indent=2))
+    (tmp / "provenance.json").write_text(json.dumps(
+        {"name": Path(model).name or model, "source": model, "weights_sha256": sha256_file(tmp / "model.safetensors")}))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return out_dir

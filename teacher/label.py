@@ -1,0 +1,191 @@
+"""``newsevents teacher label``: documents → shards of teacher vectors (pseudo-labels), resumable.
+
+Output folder::
+
+    manifest.json        teacher name and version, text recipe, max length, shards, counts, throughput
+    shard-00000.npz      doc_ids (str), vectors (float32, n × dim), token_ids (int32, concatenated),
+                         token_offsets (int64, n + 1: document i's tokens are token_ids[o[i]:o[i+1]]), langs
+
+Every shard is written to a temporary file and renamed, then the manifest is rewritten the same way, so a
+kill at any moment leaves whole shards only. A rerun skips every document id already in a listed shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.embed import document_text
+from pipeline.parse import ParseError, parse_html
+from pipeline.schemas import Document
+from pipeline.sources import FORMAT_DOCUMENT_JSON, SourceProblem, iter_sources
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+class LabelError(RuntimeError):
+    pass
+
+
+@dataclass
+class InputStats:
+    read: int = 0
+    unreadable: int = 0  # paths or lines that could not be read
+    unparseable: int = 0  # documents the parser dead-letters
+    problems: list[str] = field(default_factory=list)
+
+
+def iter_documents(inputs: list[str | Path], stats: InputStats) -> Iterator[Document]:
+    """Contest HTML (files, dirs, tar.gz) and JSONL documents, parsed exactly as the parse stage does."""
+    from pipeline.stages import document_from_json
+
+    for item in iter_sources(inputs):
+        if isinstance(item, SourceProblem):
+            stats.unreadable += 1
+            stats.problems.append(f"{item.origin}: {item.reason}")
+            continue
+        stats.read += 1
+        try:
+            if item.format == FORMAT_DOCUMENT_JSON:
+                yield document_from_json(item.value, item.key, None, item.origin)
+            else:
+                yield parse_html(item.value, item.key, source=item.origin)
+        except ParseError as err:
+            stats.unparseable += 1
+            stats.problems.append(f"{item.origin}: {err.reason}: {err.detail}")
+
+
+def iter_topic_documents(bootstrap_servers: str, topic: str, idle_timeout_s: float = 5.0) -> Iterator[Document]:
+    """Every parsed document on a ``news.docs``-like topic, read from the beginning until it goes quiet."""
+    from pipeline.config import Settings
+    from pipeline.events import iter_records, make_reader
+
+    reader = make_reader(Settings(bootstrap_servers=bootstrap_servers), [topic])
+    try:
+        for record in iter_records(reader, idle_timeout_s=idle_timeout_s):
+            try:
+                yield Document.from_bytes(record.value)
+            except ValueError:
+                continue
+    finally:
+        reader.close()
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _write_atomic(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def load_manifest(out_dir: Path) -> dict | None:
+    path = out_dir / MANIFEST
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def read_shards(out_dir: Path) -> Iterator[dict[str, np.ndarray]]:
+    """The shards a manifest lists, in order (what the student trainer reads)."""
+    manifest = load_manifest(Path(out_dir))
+    if manifest is None:
+        raise LabelError(f"{out_dir}: no {MANIFEST}")
+    for shard in manifest["shards"]:
+        with np.load(Path(out_dir) / shard["file"], allow_pickle=False) as data:
+            yield {k: data[k] for k in data.files}
+
+
+def _flush(out_dir: Path, manifest: dict, docs: list[Document], vectors: np.ndarray, tokens: list[np.ndarray]) -> None:
+    index = len(manifest["shards"])
+    name = f"shard-{index:05d}.npz"
+    offsets = np.zeros(len(tokens) + 1, dtype=np.int64)
+    np.cumsum([len(t) for t in tokens], out=offsets[1:])
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, doc_ids=np.array([d.doc_id for d in docs]), vectors=vectors.astype(np.float32),
+                     token_ids=np.concatenate(tokens).astype(np.int32) if tokens else np.zeros(0, np.int32),
+                     token_offsets=offsets, langs=np.array([d.lang for d in docs]))
+
+    _write_atomic(out_dir / name, write)
+    manifest["shards"].append({"file": name, "count": len(docs), "sha256": _sha256(out_dir / name)})
+    manifest["counts"]["labelled"] += len(docs)
+    _write_atomic(out_dir / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2)))
+
+
+def label(docs: Iterable[Document], encoder, out_dir: str | Path, *, batch_size: int = 32, max_chars: int,
+          shard_size: int = 1024, limit: int | None = None, progress: bool = True, inputs: list[str] | None = None,
+          stats: InputStats | None = None) -> dict:
+    """Encode every document not yet labelled in ``out_dir`` and append shards; returns the manifest."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in out_dir.glob("*.tmp"):  # a write cut short by a kill
+        leftover.unlink()
+    recipe = {"text": "title + newline + body (description when there is no body)", "max_chars": max_chars,
+              "prefix": getattr(getattr(encoder, "settings", None), "prefix", ""),
+              "max_length_tokens": encoder.max_length}
+    manifest = load_manifest(out_dir)
+    if manifest is None:
+        manifest = {"format": FORMAT_VERSION, "teacher": encoder.version, "dim": encoder.dim, "recipe": recipe,
+                    "shards": [], "counts": {"labelled": 0}, "runs": []}
+    elif manifest["teacher"] != encoder.version or manifest["recipe"] != recipe:
+        raise LabelError(f"{out_dir} holds labels of {manifest['teacher']} with recipe {manifest['recipe']}; "
+                         f"this run is {encoder.version} with {recipe}: use another --out")
+    done: set[str] = set()
+    for shard in manifest["shards"]:
+        path = out_dir / shard["file"]
+        if not path.exists() or _sha256(path) != shard["sha256"]:
+            raise LabelError(f"{path} is missing or changed since it was written; remove {out_dir} to start over")
+        with np.load(path, allow_pickle=False) as data:
+            done.update(data["doc_ids"].tolist())
+    already = len(done)
+    stats = stats or InputStats()
+    pending: list[Document] = []
+    encoded_docs = skipped = 0
+    encode_seconds = 0.0
+    bar = tqdm(desc=f"label {encoder.version}", unit="doc", disable=not progress, initial=0)
+
+    def encode_pending() -> None:
+        nonlocal encoded_docs, encode_seconds
+        started = time.perf_counter()
+        vectors, tokens = encoder.encode([document_text(d, max_chars) for d in pending], batch_size=batch_size,
+                                         return_tokens=True)
+        encode_seconds += time.perf_counter() - started
+        _flush(out_dir, manifest, pending, vectors, tokens)
+        encoded_docs += len(pending)
+        bar.update(len(pending))
+        pending.clear()
+
+    try:
+        for doc in docs:
+            if doc.doc_id in done:
+                skipped += 1
+                continue
+            if limit is not None and encoded_docs + len(pending) >= limit:
+                break
+            done.add(doc.doc_id)
+            pending.append(doc)
+            if len(pending) >= shard_size:
+                encode_pending()
+        if pending:
+            encode_pending()
+    finally:
+        bar.close()
+    run = {"finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "inputs": inputs or [],
+           "device": getattr(encoder, "device", "cpu"), "batch_size": batch_size, "labelled": encoded_docs,
+           "resumed_after": already, "skipped_already_labelled": skipped, "unparseable": stats.unparseable,
+           "unreadable": stats.unreadable, "encode_seconds": round(encode_seconds, 2),
+           "docs_per_s": round(encoded_docs / encode_seconds, 2) if encode_seconds else None}
+    manifest["runs"].append(run)
+    _write_atomic(out_dir / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2)))
+    return manifest
