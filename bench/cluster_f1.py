@@ -1,6 +1,6 @@
 """Dev-pair F1 of the stream clusterer beside the batch average-link baseline, over a threshold sweep.
 
-    python bench/cluster_f1.py [--model-dir DIR] [--cache vectors.npz] [--input TAR] [--pairs TSV]
+    python bench/cluster_f1.py [--model-dir DIR] [--cache vectors.npz | --labels DIR] [--input TAR] [--pairs TSV]
 
 Parses the contest sample, embeds every document once (cached in --cache), clusters each day's documents
 both ways and prints one table, so the two clusterers are compared in one run on the same vectors.
@@ -28,19 +28,41 @@ from pipeline.sources import FORMAT_HTML, SourceRecord, iter_sources  # noqa: E4
 DEFAULT_PAIRS = DEFAULT_INPUT.parents[1] / "eval" / "dev_pairs.tsv"
 
 
-def embedded_corpus(args) -> list[EmbeddedDocument]:
-    cache = Path(args.cache) if args.cache else None
-    if cache and cache.exists():
-        data = np.load(cache, allow_pickle=False)
-        return [EmbeddedDocument(doc_id=str(i), vector=v, model_version=str(data["version"]), published_time=str(t) or None)
-                for i, v, t in zip(data["ids"], data["vecs"], data["times"])]
+def parsed_documents(path: str) -> list:
     docs = []
-    for item in iter_sources([args.input]):
+    for item in iter_sources([path]):
         if isinstance(item, SourceRecord) and item.format == FORMAT_HTML:
             try:
                 docs.append(parse_html(item.value, item.key))
             except ParseError:
                 pass
+    return docs
+
+
+def labelled_corpus(args) -> list[EmbeddedDocument]:
+    """Vectors from `newsevents teacher label` shards; published times from the parsed input."""
+    from teacher.label import load_manifest, read_shards
+
+    times = {d.doc_id: d.published_time for d in parsed_documents(args.input)}
+    version = load_manifest(Path(args.labels))["teacher"]
+    out = []
+    for shard in read_shards(Path(args.labels)):
+        for doc_id, vector in zip(shard["doc_ids"].tolist(), shard["vectors"]):
+            if doc_id in times:
+                out.append(EmbeddedDocument(doc_id=doc_id, vector=vector, model_version=version,
+                                            published_time=times[doc_id]))
+    return out
+
+
+def embedded_corpus(args) -> list[EmbeddedDocument]:
+    if args.labels:
+        return labelled_corpus(args)
+    cache = Path(args.cache) if args.cache else None
+    if cache and cache.exists():
+        data = np.load(cache, allow_pickle=False)
+        return [EmbeddedDocument(doc_id=str(i), vector=v, model_version=str(data["version"]), published_time=str(t) or None)
+                for i, v, t in zip(data["ids"], data["vecs"], data["times"])]
+    docs = parsed_documents(args.input)
     encoder = load_encoder(args.model_dir, max_length=args.max_length)
     started = time.perf_counter()
     out = embed(docs, encoder, batch_size=32)
@@ -113,6 +135,7 @@ def main() -> None:
     parser.add_argument("--input", default=str(DEFAULT_INPUT))
     parser.add_argument("--pairs", default=str(DEFAULT_PAIRS))
     parser.add_argument("--cache", help="npz of vectors to reuse (written on the first run)")
+    parser.add_argument("--labels", help="a `newsevents teacher label` folder to read vectors from instead")
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--thresholds", default="0.86,0.87,0.88,0.89,0.90,0.91,0.92")
     args = parser.parse_args()

@@ -116,3 +116,35 @@ def test_events_command_summarises_the_events_topic(kafka_bootstrap):
     assert "Chile quake: 7.1" in text.stdout
     lines = newsevents("events", "--json", *common).stdout.strip().splitlines()
     assert sorted(orjson.loads(line)["doc_id"] for line in lines) == ["1", "1", "2", "3"]  # every record, raw
+
+
+def test_teacher_label_errors_are_clear(tmp_path, tiny_model_dir):
+    result = newsevents("teacher", "label", "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and "give INPUT paths or --from-topic" in result.stderr
+    result = newsevents("teacher", "label", str(tmp_path / "nope.tar.gz"), "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and "no such file or directory" in result.stderr
+    result = newsevents("teacher", "label", str(tmp_path), "--out", str(tmp_path / "o"), "--teacher", str(tmp_path))
+    assert result.returncode == 2 and "not 'e5', 'use' or a Hugging Face model folder" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_teacher_label_reads_the_docs_topic(kafka_bootstrap, tiny_model_dir, tmp_path):
+    from kafka import KafkaProducer
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    from pipeline.schemas import Document
+    from teacher.label import load_manifest
+
+    topic = f"{uuid.uuid4().hex[:8]}.docs"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin.create_topics([NewTopic(topic, 2, 1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    for i in range(30):
+        producer.send(topic, key=str(i).encode(), value=Document(doc_id=str(i), title=f"title {i}", text="body").to_bytes())
+    producer.flush()
+    producer.close()
+    result = newsevents("teacher", "label", "--from-topic", topic, "--bootstrap-servers", kafka_bootstrap,
+                        "--out", str(tmp_path / "labels"), "--teacher", str(tiny_model_dir), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert load_manifest(tmp_path / "labels")["counts"]["labelled"] == 30

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from pipeline.config import default_home
 from pipeline.embed import document_text
 from pipeline.schemas import Document
 from teacher import load_teacher
@@ -72,3 +73,17 @@ def test_provision_any_hf_encoder_folder(tiny_model_dir, tmp_path):
     assert settings["pooling"] == "cls" and settings["prefix"] == "query: "
     vectors = HFEncoder(out, device="cpu").encode(["one text", "another"])
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+E5_DIR = default_home() / "models" / "multilingual-e5-small"
+
+
+@pytest.mark.skipif(not (E5_DIR / "config.json").exists(), reason="multilingual-e5-small is not provisioned here "
+                    "(`newsevents teacher provision`, 470 MB)")
+def test_real_teacher_labels_equal_its_direct_encoding(contest_docs, tmp_path):
+    docs = parsed(contest_docs, 24, tmp_path)
+    teacher = load_teacher("e5", home=E5_DIR.parents[1])
+    label(docs, teacher, tmp_path / "e5", batch_size=16, max_chars=1500, shard_size=10, progress=False)
+    stored = np.concatenate([s["vectors"] for s in read_shards(tmp_path / "e5")])
+    direct = teacher.encode([document_text(d, 1500) for d in docs], batch_size=1)  # no padding at all
+    assert (stored * direct).sum(1).min() >= 0.999
