@@ -200,7 +200,7 @@ def cmd_teacher_provision(args: argparse.Namespace) -> int:
         else:
             out = Path(args.out) if args.out else settings.home_path / "models" / "multilingual-e5-small"
             folder = provision_e5(out, force=args.force)
-    except ProvisionError as err:
+    except (ProvisionError, FileNotFoundError) as err:
         return fail(str(err))
     print(folder)
     return 0
@@ -209,10 +209,11 @@ def cmd_teacher_provision(args: argparse.Namespace) -> int:
 def cmd_teacher_label(args: argparse.Namespace) -> int:
     from teacher import load_teacher
     from teacher.label import InputStats, LabelError, iter_documents, iter_topic_documents, label
+    from teacher.provision import ProvisionError
 
     settings = load_settings(args)
-    if not args.inputs and not args.from_topic:
-        return fail("give INPUT paths or --from-topic TOPIC")
+    if bool(args.inputs) == bool(args.from_topic):
+        return fail("give INPUT paths or --from-topic TOPIC (not both)")
     missing = [p for p in args.inputs if not Path(p).exists()]
     if missing:
         return fail(f"no such file or directory: {', '.join(missing)}")
@@ -226,7 +227,7 @@ def cmd_teacher_label(args: argparse.Namespace) -> int:
         manifest = label(docs, encoder, args.out, batch_size=args.batch_size, max_chars=settings.max_chars,
                          shard_size=args.shard_size, limit=args.limit, progress=not args.quiet,
                          inputs=args.inputs or [f"topic:{args.from_topic}"], stats=stats)
-    except (LabelError, FileNotFoundError) as err:
+    except (LabelError, ProvisionError, FileNotFoundError, ImportError) as err:
         return fail(str(err))
     run = manifest["runs"][-1]
     print(f"{manifest['teacher']}: labelled {run['labelled']} documents this run ({run['docs_per_s']} docs/s "

@@ -35,9 +35,9 @@ def iter_records(consumer, idle_timeout_s: float | None, stop: Callable[[], bool
     while not stop():
         polled = consumer.poll(timeout_ms=200, max_records=2000)
         if polled:
-            last = time.monotonic()
             for records in polled.values():
                 yield from records
+            last = time.monotonic()  # after the caller is done with them: a slow caller is not an idle topic
         elif idle_timeout_s is not None and time.monotonic() - last > idle_timeout_s:
             return
 

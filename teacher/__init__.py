@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-TEACHER_NAMES = ("e5", "use")
-
-
 def load_teacher(spec: str, *, home: Path, device: str = "auto", max_length: int = 256, quantize: str | None = None,
                  threads: int | None = None):
     """``e5`` (provisioned multilingual-e5-small), ``use`` (multilingual USE v3) or a Hugging Face model folder."""

@@ -40,13 +40,14 @@ def model_version(folder: Path) -> str:
         if (folder / name).exists():
             digest.update((folder / name).read_bytes())
     provenance = folder / "provenance.json"
-    weights = folder / "model.safetensors"
     if provenance.exists() and "weights_sha256" in provenance.read_text():
+        # provisioned folders: the recorded checksum of the converted weights (and so of the source)
         digest.update(json.loads(provenance.read_text())["weights_sha256"].encode())
-    elif weights.exists():
-        with open(weights, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                digest.update(chunk)
+    else:
+        for path in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) + sorted(folder.glob("tokenizer*")):
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 22), b""):
+                    digest.update(chunk)
     return f"{EncoderSettings.from_folder(folder).name}@{digest.hexdigest()[:12]}"
 
 
@@ -85,7 +86,8 @@ class HFEncoder:
             model = model.half()
         self.model = model.to(self.device)
         self.dim = int(model.config.hidden_size)
-        self.version = model_version(self.folder) + (f"+{quantize}" if quantize else "")
+        precision = f"+{quantize}" if quantize else ("+fp16" if self.device.startswith("cuda") else "")
+        self.version = model_version(self.folder) + precision  # labels of different precisions never mix
 
     def encode(self, texts: list[str], batch_size: int = 32, return_tokens: bool = False):
         """Encode in length-sorted batches (less padding); vectors in input order.
@@ -104,10 +106,10 @@ class HFEncoder:
                 idx = order[start:start + batch_size]
                 batch = self.tokenizer([prefixed[i] for i in idx], padding=True, truncation=True,
                                        max_length=self.max_length, return_tensors="pt")
-                if return_tokens:
-                    lengths = batch["attention_mask"].sum(1).tolist()
+                if return_tokens:  # by the mask, so left-padding tokenizers are read right too
                     for row, i in enumerate(idx):
-                        tokens[i] = batch["input_ids"][row, :lengths[row]].numpy().astype(np.int32)
+                        kept = batch["attention_mask"][row].bool()
+                        tokens[i] = batch["input_ids"][row][kept].numpy().astype(np.int32)
                 batch = batch.to(self.device)
                 hidden = self.model(**batch).last_hidden_state.float()
                 if self.settings.pooling == "cls":

@@ -12,7 +12,8 @@ kill at any moment leaves whole shards only. A rerun skips every document id alr
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import fcntl
 import json
 import os
 import time
@@ -27,6 +28,7 @@ from pipeline.embed import document_text
 from pipeline.parse import ParseError, parse_html
 from pipeline.schemas import Document
 from pipeline.sources import FORMAT_DOCUMENT_JSON, SourceProblem, iter_sources
+from teacher.provision import sha256_file
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -80,14 +82,32 @@ def iter_topic_documents(bootstrap_servers: str, topic: str, idle_timeout_s: flo
         reader.close()
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _write_atomic(path: Path, write) -> None:
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())  # on disk before it is renamed into place
     os.replace(tmp, path)
+
+
+def _write_manifest(out_dir: Path, manifest: dict) -> None:
+    _write_atomic(out_dir / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2)))
+
+
+@contextlib.contextmanager
+def _exclusive(out_dir: Path):
+    """One labelling run per folder: two would number their shards alike and overwrite each other."""
+    handle = open(out_dir / ".lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise LabelError(f"another labelling run is writing to {out_dir}") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
 def load_manifest(out_dir: Path) -> dict | None:
@@ -118,9 +138,9 @@ def _flush(out_dir: Path, manifest: dict, docs: list[Document], vectors: np.ndar
                      token_offsets=offsets, langs=np.array([d.lang for d in docs]))
 
     _write_atomic(out_dir / name, write)
-    manifest["shards"].append({"file": name, "count": len(docs), "sha256": _sha256(out_dir / name)})
+    manifest["shards"].append({"file": name, "count": len(docs), "sha256": sha256_file(out_dir / name)})
     manifest["counts"]["labelled"] += len(docs)
-    _write_atomic(out_dir / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2)))
+    _write_manifest(out_dir, manifest)
 
 
 def label(docs: Iterable[Document], encoder, out_dir: str | Path, *, batch_size: int = 32, max_chars: int,
@@ -129,6 +149,14 @@ def label(docs: Iterable[Document], encoder, out_dir: str | Path, *, batch_size:
     """Encode every document not yet labelled in ``out_dir`` and append shards; returns the manifest."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    with _exclusive(out_dir):
+        return _label_locked(docs, encoder, out_dir, batch_size=batch_size, max_chars=max_chars,
+                             shard_size=shard_size, limit=limit, progress=progress, inputs=inputs, stats=stats)
+
+
+def _label_locked(docs: Iterable[Document], encoder, out_dir: Path, *, batch_size: int, max_chars: int,
+                  shard_size: int, limit: int | None, progress: bool, inputs: list[str] | None,
+                  stats: InputStats | None) -> dict:
     for leftover in out_dir.glob("*.tmp"):  # a write cut short by a kill
         leftover.unlink()
     recipe = {"text": "title + newline + body (description when there is no body)", "max_chars": max_chars,
@@ -144,7 +172,7 @@ def label(docs: Iterable[Document], encoder, out_dir: str | Path, *, batch_size:
     done: set[str] = set()
     for shard in manifest["shards"]:
         path = out_dir / shard["file"]
-        if not path.exists() or _sha256(path) != shard["sha256"]:
+        if not path.exists() or sha256_file(path) != shard["sha256"]:
             raise LabelError(f"{path} is missing or changed since it was written; remove {out_dir} to start over")
         with np.load(path, allow_pickle=False) as data:
             done.update(data["doc_ids"].tolist())
@@ -187,5 +215,5 @@ def label(docs: Iterable[Document], encoder, out_dir: str | Path, *, batch_size:
            "unreadable": stats.unreadable, "encode_seconds": round(encode_seconds, 2),
            "docs_per_s": round(encoded_docs / encode_seconds, 2) if encode_seconds else None}
     manifest["runs"].append(run)
-    _write_atomic(out_dir / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2)))
+    _write_manifest(out_dir, manifest)
     return manifest

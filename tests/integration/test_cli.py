@@ -120,7 +120,7 @@ def test_events_command_summarises_the_events_topic(kafka_bootstrap):
 
 def test_teacher_label_errors_are_clear(tmp_path, tiny_model_dir):
     result = newsevents("teacher", "label", "--out", str(tmp_path / "o"))
-    assert result.returncode == 2 and "give INPUT paths or --from-topic" in result.stderr
+    assert result.returncode == 2 and "give INPUT paths or --from-topic TOPIC" in result.stderr
     result = newsevents("teacher", "label", str(tmp_path / "nope.tar.gz"), "--out", str(tmp_path / "o"))
     assert result.returncode == 2 and "no such file or directory" in result.stderr
     result = newsevents("teacher", "label", str(tmp_path), "--out", str(tmp_path / "o"), "--teacher", str(tmp_path))

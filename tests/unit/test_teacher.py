@@ -87,3 +87,13 @@ def test_real_teacher_labels_equal_its_direct_encoding(contest_docs, tmp_path):
     stored = np.concatenate([s["vectors"] for s in read_shards(tmp_path / "e5")])
     direct = teacher.encode([document_text(d, 1500) for d in docs], batch_size=1)  # no padding at all
     assert (stored * direct).sum(1).min() >= 0.999
+
+
+def test_one_labelling_run_per_folder(tiny_model_dir, tmp_path):
+    from teacher.label import _exclusive
+
+    docs = [Document(doc_id="1", title="t", text="b")]
+    with _exclusive(tmp_path):
+        with pytest.raises(LabelError, match="another labelling run"):
+            label(docs, HFEncoder(tiny_model_dir, device="cpu"), tmp_path, max_chars=100, progress=False)
+    assert label(docs, HFEncoder(tiny_model_dir, device="cpu"), tmp_path, max_chars=100, progress=False)["counts"]["labelled"] == 1
