@@ -11,6 +11,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
+import numpy as np
 import orjson
 
 from pipeline.config import Settings
@@ -189,6 +190,71 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _format_score(name: str, score) -> str:
+    return (f"{name:<14} F1 {score.f1:.3f}  P {score.precision:.3f}  R {score.recall:.3f}  "
+            f"pairs {score.pairs_scored:>4} (+{score.pairs_missing} missing)")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pipeline.embed import load_encoder
+    from pipeline.evaluate import embedded_documents, evaluate, read_pairs
+    from pipeline.stages import cluster_threshold, ensure_model
+    from teacher.encoder import write_cluster_threshold
+
+    settings = load_settings(args)
+    for path in [args.pairs, *args.input]:
+        if not Path(path).exists():
+            return fail(f"no such file or directory: {path}")
+    pairs = [p for p in read_pairs(args.pairs) if p.confidence >= args.min_confidence]
+    if not pairs:
+        return fail(f"{args.pairs}: no labelled pairs with confidence >= {args.min_confidence}")
+    encoder = None
+    if args.labels is None:
+        encoder = load_encoder(ensure_model(settings), device=settings.device, max_length=settings.max_length,
+                               quantize=settings.quantize or None, threads=settings.threads or None)
+    docs, stats, unlabelled = embedded_documents(args.input, encoder=encoder, labels_dir=args.labels,
+                                                 max_chars=settings.max_chars, progress=not args.json)
+    if not docs:
+        return fail("no documents could be read from --input: " + "; ".join(stats.problems[:5]))
+    modes = ["batch", "stream"] if args.mode == "both" else [args.mode]
+    if args.tune:
+        grid = [round(x, 3) for x in np.arange(args.tune_from, args.tune_to + 1e-9, args.tune_step)]
+        rows = {mode: [evaluate(pairs, docs, mode, t) for t in grid] for mode in modes}
+        best = max(rows[modes[-1]], key=lambda r: (r.overall.f1, -abs(r.threshold - np.median(grid))))
+        if args.json:
+            print(orjson.dumps({"grid": {m: [r.to_dict() for r in rs] for m, rs in rows.items()},
+                                "best": best.to_dict()}).decode())
+        else:
+            print(f"{'threshold':>9} " + " ".join(f"{m + ' F1':>12}" for m in modes))
+            for i, t in enumerate(grid):
+                print(f"{t:>9.3f} " + " ".join(f"{rows[m][i].overall.f1:>12.3f}" for m in modes))
+            print(f"best ({best.mode}): {best.threshold:.3f}, F1 {best.overall.f1:.3f}")
+        if args.write_threshold:
+            if args.labels is not None:
+                return fail("--write-threshold needs the model itself (--model-dir), not --labels")
+            write_cluster_threshold(ensure_model(settings), best.threshold, tuned_on=f"{args.pairs} ({best.mode})")
+            print(f"wrote cluster_threshold {best.threshold:.3f} to {ensure_model(settings)}", file=sys.stderr)
+        return 0
+    threshold = cluster_threshold(settings)
+    reports = [evaluate(pairs, docs, mode, threshold) for mode in modes]
+    if args.json:
+        out = reports[0].to_dict() if len(reports) == 1 else {r.mode: r.to_dict() for r in reports}
+        out_extra = {"unparseable": stats.unparseable, "unreadable": stats.unreadable, "without_vector": len(unlabelled)}
+        print(orjson.dumps({**out, **out_extra}).decode())
+        return 0
+    for report in reports:
+        print(f"\n{report.mode} clustering at similarity {report.threshold:.3f}, {report.documents} documents in "
+              f"{report.clusters} clusters (average size {report.avg_cluster_size:.2f}), model {report.model_version}")
+        print(_format_score("all", report.overall))
+        for lang, score in sorted(report.by_lang.items(), key=lambda kv: -kv[1].pairs_scored):
+            print(_format_score(f"  lang {lang}", score))
+        for day, score in sorted(report.by_day.items()):
+            print(_format_score(f"  day {day}", score))
+    if stats.unparseable or unlabelled:
+        print(f"\n{stats.unparseable} documents did not parse, {len(unlabelled)} had no vector in --labels")
+    return 0
+
+
 def cmd_teacher_provision(args: argparse.Namespace) -> int:
     from teacher.provision import ProvisionError, provision_e5, provision_hf
 
@@ -297,6 +363,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stall-timeout", type=float, default=300.0, help="give up after this many seconds without progress")
     add_settings(p, tuple(f.name for f in fields(Settings) if f.name != "bootstrap_servers"))
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("eval", help="pair F1/precision/recall of the clusterer on labelled pairs (Dialogue 2021)")
+    p.add_argument("--pairs", required=True, help="TSV: first_doc/second_doc or first_url/second_url, quality")
+    p.add_argument("--input", action="append", required=True, metavar="PATH",
+                   help="documents of the pairs' days: contest HTML dirs/tar.gz or JSONL (repeatable)")
+    p.add_argument("--labels", help="read vectors from a `teacher label` folder instead of embedding")
+    p.add_argument("--mode", choices=["batch", "stream", "both"], default="both",
+                   help="batch: average link per day (the Dialogue baseline); stream: the production clusterer")
+    p.add_argument("--min-confidence", type=int, default=0, help="only pairs labelled with at least this confidence")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.add_argument("--tune", action="store_true", help="sweep the threshold and report the best")
+    p.add_argument("--tune-from", type=float, default=0.85)
+    p.add_argument("--tune-to", type=float, default=0.95)
+    p.add_argument("--tune-step", type=float, default=0.01)
+    p.add_argument("--write-threshold", action="store_true", help="with --tune: store the best in the model folder")
+    add_settings(p, ("model_dir", "device", "quantize", "max_length", "max_chars", "threads", "threshold", "home"))
+    p.set_defaults(func=cmd_eval)
 
     teacher = sub.add_parser("teacher", help="teacher models: provision, label documents")
     tsub = teacher.add_subparsers(dest="teacher_command", required=True, metavar="COMMAND")

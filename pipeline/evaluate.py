@@ -83,3 +83,117 @@ def average_link_clusters(vectors: np.ndarray, distance_threshold: float) -> np.
     model = AgglomerativeClustering(n_clusters=None, metric="cosine", linkage="average",
                                     distance_threshold=distance_threshold)
     return model.fit_predict(vectors)
+
+
+# --- the evaluation run: documents → vectors → clusters per day → pair scores --------------------------------------
+@dataclass
+class EvalReport:
+    mode: str
+    threshold: float
+    overall: PairScore
+    by_lang: dict[str, PairScore]
+    by_day: dict[str, PairScore]
+    documents: int
+    clusters: int
+    model_version: str
+
+    @property
+    def avg_cluster_size(self) -> float:
+        return self.documents / self.clusters if self.clusters else 0.0
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return {"mode": self.mode, "threshold": self.threshold, "model_version": self.model_version,
+                **{k: v for k, v in asdict(self.overall).items()}, "avg_cluster_size": round(self.avg_cluster_size, 3),
+                "documents": self.documents, "clusters": self.clusters,
+                "by_lang": {k: asdict(v) for k, v in sorted(self.by_lang.items())},
+                "by_day": {k: asdict(v) for k, v in sorted(self.by_day.items())}}
+
+
+def day_of(published_time: str | None) -> str:
+    return published_time[:10] if published_time else "undated"
+
+
+def cluster_labels(docs: list, mode: str, threshold: float, batch_size: int = 64) -> dict[str, str]:
+    """doc id → cluster. ``batch``: average link per day (the Dialogue baseline). ``stream``: the production
+    clusterer fed in published-time order, micro-batch by micro-batch."""
+    from pipeline.cluster import ClusterConfig, IncrementalClusterer, document_epoch_s
+
+    if not docs:
+        return {}
+    if mode == "batch":
+        by_day: dict[str, list] = {}
+        for doc in docs:
+            by_day.setdefault(day_of(doc.published_time), []).append(doc)
+        labels = {}
+        for day, members in by_day.items():
+            clusters = average_link_clusters(np.stack([d.vector for d in members]), 1.0 - threshold)
+            labels.update({d.doc_id: f"{day}-{c}" for d, c in zip(members, clusters)})
+        return labels
+    if mode != "stream":
+        raise ValueError(f"mode must be batch or stream, not {mode!r}")
+    ordered = sorted(docs, key=lambda d: document_epoch_s(d) or 0.0)
+    clusterer = IncrementalClusterer(ClusterConfig(dim=len(ordered[0].vector), threshold=threshold))
+    labels = {}
+    for start in range(0, len(ordered), batch_size):
+        for assignment in clusterer.assign(ordered[start:start + batch_size]):
+            labels[assignment.doc_id] = assignment.event_id
+    return labels
+
+
+def evaluate(pairs: list[LabelledPair], docs: list, mode: str, threshold: float) -> EvalReport:
+    """``docs``: EmbeddedDocuments of every document of the days to cluster (pairs may name only some)."""
+    labels = cluster_labels(docs, mode, threshold)
+    by_url = {}
+    for doc in docs:
+        if doc.url and doc.url not in by_url:
+            by_url[doc.url] = doc.doc_id
+    meta = {d.doc_id: d for d in docs}
+
+    def key(ref: str) -> str:
+        return ref if ref in labels else by_url.get(ref, ref)
+
+    resolved = [LabelledPair(key(p.first), key(p.second), p.same_event, p.lang, p.confidence) for p in pairs]
+    groups_lang: dict[str, list[LabelledPair]] = {}
+    groups_day: dict[str, list[LabelledPair]] = {}
+    for pair in resolved:
+        first = meta.get(pair.first)
+        lang = pair.lang or (first.lang if first else "unknown")
+        groups_lang.setdefault(lang, []).append(pair)
+        groups_day.setdefault(day_of(first.published_time) if first else "missing", []).append(pair)
+    return EvalReport(
+        mode=mode, threshold=threshold, overall=score_pairs(resolved, labels),
+        by_lang={k: score_pairs(v, labels) for k, v in groups_lang.items()},
+        by_day={k: score_pairs(v, labels) for k, v in groups_day.items()},
+        documents=len(labels), clusters=len(set(labels.values())),
+        model_version=docs[0].model_version if docs else "")
+
+
+def embedded_documents(inputs: list[str], *, encoder=None, labels_dir: str | None = None, max_chars: int,
+                       batch_size: int = 32, progress: bool = False):
+    """Every parseable document of ``inputs`` with its vector: encoded now, or read from a teacher label folder.
+    Returns (documents, input stats, ids without a vector)."""
+    from pipeline.documents import InputStats, iter_documents
+    from pipeline.embed import embed
+    from pipeline.schemas import EmbeddedDocument
+
+    stats = InputStats()
+    parsed = list(iter_documents(inputs, stats))
+    if labels_dir is None:
+        from tqdm import tqdm
+
+        out = []
+        for start in tqdm(range(0, len(parsed), 256), desc="embed", unit="x256 docs", disable=not progress):
+            out += embed(parsed[start:start + 256], encoder, batch_size=batch_size, max_chars=max_chars)
+        return out, stats, []
+    from teacher.label import load_manifest, read_shards
+
+    version = load_manifest(Path(labels_dir))["teacher"]
+    vectors = {}
+    for shard in read_shards(Path(labels_dir)):
+        vectors.update(zip(shard["doc_ids"].tolist(), shard["vectors"]))
+    out = [EmbeddedDocument(doc_id=d.doc_id, vector=vectors[d.doc_id], model_version=version, title=d.title,
+                            published_time=d.published_time, lang=d.lang, url=d.url)
+           for d in parsed if d.doc_id in vectors]
+    return out, stats, [d.doc_id for d in parsed if d.doc_id not in vectors]

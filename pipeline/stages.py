@@ -165,8 +165,15 @@ class EmbedStage(Stage):
         return out
 
 
+def cluster_threshold(settings: Settings) -> float:
+    """The flag or setting, else the threshold tuned for the served model (in its folder), else the default."""
+    from teacher.encoder import read_cluster_threshold
+
+    return settings.threshold or read_cluster_threshold(settings.resolved_model_dir) or DEFAULT_THRESHOLD
+
+
 def cluster_config(settings: Settings, dim: int) -> ClusterConfig:
-    return ClusterConfig(dim=dim, threshold=settings.threshold or DEFAULT_THRESHOLD, neighbours=settings.neighbours,
+    return ClusterConfig(dim=dim, threshold=cluster_threshold(settings), neighbours=settings.neighbours,
                          bucket_hours=settings.bucket_hours, window_hours=settings.window_hours,
                          hnsw_m=settings.hnsw_m, hnsw_ef_construction=settings.hnsw_ef_construction,
                          hnsw_ef=settings.hnsw_ef)

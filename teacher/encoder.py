@@ -32,6 +32,20 @@ class EncoderSettings:
         return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
 
 
+CLUSTER_SETTINGS_FILE = "newsevents_cluster.json"  # apart from the encoder's: a threshold is not a new space
+
+
+def read_cluster_threshold(folder: Path) -> float:
+    """The threshold tuned for this model (`newsevents eval --tune --write-threshold`); 0 when none."""
+    path = Path(folder) / CLUSTER_SETTINGS_FILE
+    return float(json.loads(path.read_text()).get("threshold", 0.0)) if path.exists() else 0.0
+
+
+def write_cluster_threshold(folder: Path, threshold: float, tuned_on: str = "") -> None:
+    path = Path(folder) / CLUSTER_SETTINGS_FILE
+    path.write_text(json.dumps({"threshold": round(float(threshold), 4), "tuned_on": tuned_on}, indent=2))
+
+
 def model_version(folder: Path) -> str:
     """``name@hash`` of the weights and config: travels with every vector so consumers know which space it is in."""
     folder = Path(folder)

@@ -17,7 +17,6 @@ import fcntl
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -25,9 +24,8 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.embed import document_text
-from pipeline.parse import ParseError, parse_html
+from pipeline.documents import InputStats, iter_documents  # noqa: F401 (part of this module's interface)
 from pipeline.schemas import Document
-from pipeline.sources import FORMAT_DOCUMENT_JSON, SourceProblem, iter_sources
 from teacher.provision import sha256_file
 
 MANIFEST = "manifest.json"
@@ -36,34 +34,6 @@ FORMAT_VERSION = 1
 
 class LabelError(RuntimeError):
     pass
-
-
-@dataclass
-class InputStats:
-    read: int = 0
-    unreadable: int = 0  # paths or lines that could not be read
-    unparseable: int = 0  # documents the parser dead-letters
-    problems: list[str] = field(default_factory=list)
-
-
-def iter_documents(inputs: list[str | Path], stats: InputStats) -> Iterator[Document]:
-    """Contest HTML (files, dirs, tar.gz) and JSONL documents, parsed exactly as the parse stage does."""
-    from pipeline.stages import document_from_json
-
-    for item in iter_sources(inputs):
-        if isinstance(item, SourceProblem):
-            stats.unreadable += 1
-            stats.problems.append(f"{item.origin}: {item.reason}")
-            continue
-        stats.read += 1
-        try:
-            if item.format == FORMAT_DOCUMENT_JSON:
-                yield document_from_json(item.value, item.key, None, item.origin)
-            else:
-                yield parse_html(item.value, item.key, source=item.origin)
-        except ParseError as err:
-            stats.unparseable += 1
-            stats.problems.append(f"{item.origin}: {err.reason}: {err.detail}")
 
 
 def iter_topic_documents(bootstrap_servers: str, topic: str, idle_timeout_s: float = 5.0) -> Iterator[Document]:

@@ -90,3 +90,14 @@ def test_wire_records_with_wrong_types_are_dead_letters_not_crashes():
            b'{"doc_id": "x", "vector": "AADAfw==", "model_version": "m"}']
     out = ClusterStage(SETTINGS).process_safely([InRecord(b"k", v) for v in bad])
     assert [DeadLetter.from_bytes(o.value).reason for o in out] == ["bad-vector"] * 3
+
+
+def test_cluster_threshold_precedence(tmp_path):
+    from pipeline.cluster import DEFAULT_THRESHOLD
+    from pipeline.stages import cluster_threshold
+    from teacher.encoder import write_cluster_threshold
+
+    assert cluster_threshold(Settings(model_dir=str(tmp_path))) == DEFAULT_THRESHOLD
+    write_cluster_threshold(tmp_path, 0.87, tuned_on="dev")
+    assert cluster_threshold(Settings(model_dir=str(tmp_path))) == 0.87  # tuned for the served model
+    assert cluster_threshold(Settings(model_dir=str(tmp_path), threshold=0.8)) == 0.8  # the flag wins
