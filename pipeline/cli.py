@@ -255,6 +255,58 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pipeline import bench
+    from pipeline.demo import default_input
+    from pipeline.documents import InputStats, iter_documents
+    from pipeline.embed import document_text
+
+    settings = load_settings(args)
+    parts = {p.strip() for p in args.what.split(",")}
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    inputs = args.input or [str(default_input())]
+    report: dict = {"machine": {"cpus": os.cpu_count(), "cuda": _cuda_name()}, "settings": {
+        "max_length": settings.max_length, "max_chars": settings.max_chars}}
+    if "encoders" in parts:
+        docs = []
+        for doc in iter_documents(inputs, InputStats()):
+            docs.append(doc)
+            if len(docs) >= args.docs:
+                break
+        texts = [document_text(d, settings.max_chars) for d in docs]
+        report["encoders"] = bench.bench_encoders(settings, texts, args.encoders.split(","),
+                                                  [int(b) for b in args.batch_sizes.split(",")], settings.threads or None)
+    if "stream" in parts:
+        report["stream"] = bench.bench_stream(settings, inputs, [float(x) for x in args.loads.split(",")],
+                                              args.seconds_per_load)
+    if "clusterer" in parts:
+        report["clusterer"] = bench.bench_clusterer(settings, [int(x) for x in args.cluster_sizes.split(",")],
+                                                    args.cluster_dim)
+    report["plots"] = bench.plot_report(report, out_dir)
+    (out_dir / "bench.json").write_text(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    if args.json:
+        print(orjson.dumps(report).decode())
+        return 0
+    for row in report.get("encoders", []):
+        print(f"encoder {row['spec']:<10} batch {row['batch_size']:>3}: {row['docs_per_s']:>7.1f} docs/s "
+              f"{row['ms_per_doc']:>7.1f} ms/doc ({row['device']}, {row['threads']} threads)")
+    for row in report.get("stream", []):
+        print(f"stream offered {row['offered_docs_per_s']:>5} docs/s: sustained {row['docs_per_s']:>5} docs/s, latency "
+              f"p50 {row['latency_p50_ms']:.0f} ms, p95 {row['latency_p95_ms']:.0f} ms, p99 {row['latency_p99_ms']:.0f} ms")
+    for row in report.get("clusterer", []):
+        print(f"clusterer window {row['window_docs']:>8} docs ({row['events']} events): "
+              f"{row['assign_docs_per_s']:>8.0f} docs/s, RSS {row['rss_mb']:.0f} MB")
+    print(f"report {out_dir / 'bench.json'}; plots {', '.join(report['plots'])}")
+    return 0
+
+
+def _cuda_name() -> str | None:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
 def cmd_teacher_provision(args: argparse.Namespace) -> int:
     from teacher.provision import ProvisionError, provision_e5, provision_hf
 
@@ -380,6 +432,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write-threshold", action="store_true", help="with --tune: store the best in the model folder")
     add_settings(p, ("model_dir", "device", "quantize", "max_length", "max_chars", "threads", "threshold", "home"))
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="encoder, stream and clusterer speed, side by side; JSON report and PNG plots")
+    p.add_argument("--what", default="encoders,stream,clusterer", help="which parts to run")
+    p.add_argument("--input", action="append", metavar="PATH", help="documents (default: the contest sample)")
+    p.add_argument("--encoders", default="e5,e5+int8,use",
+                   help="comma-separated: e5, use, model (--model-dir), each optionally +int8")
+    p.add_argument("--docs", type=int, default=128, help="documents per encoder measurement")
+    p.add_argument("--batch-sizes", default="1,8,32")
+    p.add_argument("--loads", default="2,4,8", help="offered loads (docs/s) for the stream")
+    p.add_argument("--seconds-per-load", type=float, default=45.0)
+    p.add_argument("--cluster-sizes", default="10000,30000,100000",
+                   help="window sizes to measure at (1000000 works; ~1K docs/s here makes it a 15-minute run)")
+    p.add_argument("--cluster-dim", type=int, default=384)
+    p.add_argument("--out", default="bench-results", help="folder for bench.json and the plots")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    add_settings(p, tuple(f.name for f in fields(Settings) if f.name != "bootstrap_servers"))
+    p.set_defaults(func=cmd_bench)
 
     teacher = sub.add_parser("teacher", help="teacher models: provision, label documents")
     tsub = teacher.add_subparsers(dest="teacher_command", required=True, metavar="COMMAND")

@@ -75,7 +75,7 @@ def default_input() -> Path:
 
 def run_demo(settings: Settings, inputs: list[str] | None = None, limit: int | None = None,
              stall_timeout_s: float = 300.0, progress: bool = True, log_dir: str | Path | None = None,
-             top: int = 10, rate: float | None = None) -> dict:
+             top: int = 10, rate: float | None = None, skip: int = 0) -> dict:
     inputs = inputs or [str(default_input())]
     for path in inputs:
         if not Path(path).exists():
@@ -88,7 +88,7 @@ def run_demo(settings: Settings, inputs: list[str] | None = None, limit: int | N
         with Workers(settings, ["parse", "embed", "cluster"], log_dir=log_dir) as workers:
             reader = make_reader(settings, [settings.docs_topic, settings.events_topic, settings.dlq_topic])
             started = time.time()
-            summary = publish(settings, inputs, limit=limit, progress=progress, rate=rate)
+            summary = publish(settings, inputs, limit=limit, progress=progress, rate=rate, skip=skip)
             if summary.published == 0:
                 raise DemoError("nothing was published: " + "; ".join(summary.problems[:5]))
             books = Accounting.empty(summary.keys)
@@ -159,6 +159,7 @@ def _report(summary, books: Accounting, started: float, finished_at: float, top:
         "docs_per_s": round(summary.published / elapsed, 2),
         "latency_p50_ms": float(np.percentile(latencies, 50)),
         "latency_p95_ms": float(np.percentile(latencies, 95)),
+        "latency_p99_ms": float(np.percentile(latencies, 99)),
         "seconds": round(elapsed, 1),
         "offered_rate": rate,
         "model_version": assignments[0].model_version if assignments else None,

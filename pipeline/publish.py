@@ -43,10 +43,11 @@ def make_producer(settings: Settings):
 
 
 def publish(settings: Settings, paths: list[str | Path], *, crawl: str = "", limit: int | None = None,
-            progress: bool = True, producer=None, rate: float | None = None) -> PublishSummary:
+            progress: bool = True, producer=None, rate: float | None = None, skip: int = 0) -> PublishSummary:
     """Publish every readable document; report what was skipped and why. Duplicate keys in one run are skipped.
 
-    ``rate`` paces publishing to that many documents per second (a crawl replayed at a realistic speed).
+    ``rate`` paces publishing to that many documents per second (a crawl replayed at a realistic speed);
+    ``skip`` passes over the first documents (a benchmark's later rounds take fresh ones).
     """
     summary = PublishSummary()
     own_producer = producer is None
@@ -68,6 +69,9 @@ def publish(settings: Settings, paths: list[str | Path], *, crawl: str = "", lim
                 summary.problems.append(f"{item.origin}: {item.reason}")
                 continue
             assert isinstance(item, SourceRecord)
+            if skip > 0:
+                skip -= 1
+                continue
             if len(item.value) > settings.max_html_bytes:
                 reason = f"over the {settings.max_html_bytes}-byte document limit"
                 summary.skipped[reason] += 1

@@ -1,0 +1,153 @@
+"""``newsevents bench``: speed figures side by side in one run, written as JSON and PNG plots.
+
+(a) encoders: docs/s and ms/doc per batch size, every encoder on the same documents in the same run;
+(b) the stream through the broker: sustained docs/s and publish→event latency at fixed offered loads;
+(c) the clusterer alone: assign rate and memory as the live window grows (synthetic event-like vectors).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import Settings
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def bench_encoders(settings: Settings, texts: list[str], encoders: list[str], batch_sizes: list[int],
+                   threads: int | None) -> list[dict]:
+    import torch
+
+    from teacher import load_teacher
+
+    rows = []
+    for spec in encoders:
+        name, _, quantize = spec.partition("+")
+        encoder = load_teacher(name if name != "model" else str(settings.resolved_model_dir), home=settings.home_path,
+                               device=settings.device, max_length=settings.max_length, quantize=quantize or None,
+                               threads=threads)
+        encoder.encode(texts[:8])  # warm-up: first calls allocate
+        for batch_size in batch_sizes:
+            started = time.perf_counter()
+            encoder.encode(texts, batch_size=batch_size)
+            seconds = time.perf_counter() - started
+            rows.append({"encoder": encoder.version, "spec": spec, "device": getattr(encoder, "device", "cpu"),
+                         "threads": torch.get_num_threads(), "batch_size": batch_size, "docs": len(texts),
+                         "docs_per_s": round(len(texts) / seconds, 2), "ms_per_doc": round(1000 * seconds / len(texts), 2)})
+        del encoder
+    return rows
+
+
+def bench_stream(settings: Settings, inputs: list[str], loads: list[float], seconds_per_load: float) -> list[dict]:
+    from pipeline.demo import run_demo
+
+    rows = []
+    skip = 0
+    for load in loads:
+        limit = max(10, int(load * seconds_per_load))
+        # each load gets documents the previous loads did not use, through a fresh broker and workers
+        report = run_demo(settings, inputs, limit=limit, progress=False, rate=load, skip=skip,
+                          log_dir=tempfile.mkdtemp(prefix="newsevents-bench-"))
+        skip += limit
+        rows.append({"offered_docs_per_s": load, "docs": report["published"], "docs_per_s": report["docs_per_s"],
+                     "latency_p50_ms": report["latency_p50_ms"], "latency_p95_ms": report["latency_p95_ms"],
+                     "latency_p99_ms": report["latency_p99_ms"], "model_version": report["model_version"]})
+    return rows
+
+
+def synthetic_stream(n: int, dim: int, seed: int = 0, docs_per_event: float = 4.0, hours: float = 40.0):
+    """Event-like unit vectors: each document near one of n/docs_per_event random centres, times spread over
+    ``hours`` (inside the default 48 h window, so the whole stream stays live)."""
+    from pipeline.schemas import EmbeddedDocument
+
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((max(1, int(n / docs_per_event)), dim)).astype(np.float32)
+    start = 1_573_200_000
+    for i in range(n):
+        v = centres[rng.integers(len(centres))] + 0.25 * rng.standard_normal(dim).astype(np.float32)
+        v /= np.linalg.norm(v)
+        t = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(start + hours * 3600 * i / n))
+        yield EmbeddedDocument(doc_id=str(i), vector=v, model_version="synthetic", published_time=t)
+
+
+def bench_clusterer(settings: Settings, sizes: list[int], dim: int, batch_size: int = 256) -> list[dict]:
+    from pipeline.cluster import IncrementalClusterer
+    from pipeline.stages import cluster_config
+
+    clusterer = IncrementalClusterer(cluster_config(settings, dim))
+    stream = synthetic_stream(max(sizes), dim)
+    rows, done, base = [], 0, rss_mb()
+    for size in sorted(sizes):
+        started = time.perf_counter()
+        count = 0
+        while done < size:
+            batch = [next(stream) for _ in range(min(batch_size, size - done))]
+            clusterer.assign(batch)
+            done += len(batch)
+            count += len(batch)
+        seconds = time.perf_counter() - started
+        rows.append({"window_docs": clusterer.live_documents, "events": len(clusterer.events),
+                     "assign_docs_per_s": round(count / seconds, 1), "rss_mb": round(rss_mb(), 1),
+                     "rss_growth_mb": round(rss_mb() - base, 1)})
+    return rows
+
+
+def plot_report(report: dict, out_dir: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    if report.get("encoders"):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for spec in dict.fromkeys(r["spec"] for r in report["encoders"]):
+            rows = [r for r in report["encoders"] if r["spec"] == spec]
+            ax.plot([r["batch_size"] for r in rows], [r["docs_per_s"] for r in rows], marker="o", label=spec)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("docs/s")
+        ax.set_title("encoder throughput")
+        ax.legend()
+        fig.tight_layout()
+        paths.append(str(out_dir / "encoders.png"))
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+    if report.get("stream"):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        loads = [r["offered_docs_per_s"] for r in report["stream"]]
+        for key in ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms"):
+            ax.plot(loads, [r[key] / 1000 for r in report["stream"]], marker="o", label=key[8:11])
+        ax.set_xlabel("offered load (docs/s)")
+        ax.set_ylabel("publish→event latency (s)")
+        ax.set_yscale("log")
+        ax.set_title("stream latency")
+        ax.legend()
+        fig.tight_layout()
+        paths.append(str(out_dir / "stream.png"))
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+    if report.get("clusterer"):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        rows = report["clusterer"]
+        ax.plot([r["window_docs"] for r in rows], [r["assign_docs_per_s"] for r in rows], marker="o", color="C0")
+        ax.set_xscale("log")
+        ax.set_xlabel("documents in the window")
+        ax.set_ylabel("assign docs/s", color="C0")
+        twin = ax.twinx()
+        twin.plot([r["window_docs"] for r in rows], [r["rss_mb"] for r in rows], marker="s", color="C1")
+        twin.set_ylabel("resident memory (MB)", color="C1")
+        ax.set_title("clusterer as the window grows")
+        fig.tight_layout()
+        paths.append(str(out_dir / "clusterer.png"))
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+    return paths

@@ -1,0 +1,25 @@
+"""`newsevents bench` runs its parts side by side and writes a JSON report with plots."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import orjson
+
+
+def test_bench_encoders_and_clusterer(tiny_model_dir, contest_tar, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "bench", "--what", "encoders,clusterer", "--encoders", "model,use",
+         "--model-dir", str(tiny_model_dir), "--docs", "16", "--batch-sizes", "1,8", "--cluster-sizes", "300,900",
+         "--cluster-dim", "32", "--input", str(contest_tar), "--out", str(tmp_path), "--json"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = orjson.loads(result.stdout.strip().splitlines()[-1])
+    assert [(r["spec"], r["batch_size"]) for r in report["encoders"]] == [("model", 1), ("model", 8), ("use", 1),
+                                                                          ("use", 8)]
+    assert all(r["docs_per_s"] > 0 and r["docs"] == 16 for r in report["encoders"])
+    assert [r["window_docs"] for r in report["clusterer"]] == [300, 900]
+    assert all(r["assign_docs_per_s"] > 0 and r["rss_mb"] > 0 for r in report["clusterer"])
+    assert sorted(p.rsplit("/", 1)[1] for p in report["plots"]) == ["clusterer.png", "encoders.png"]
+    assert (tmp_path / "bench.json").exists()
