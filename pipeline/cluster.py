@@ -151,7 +151,8 @@ class IncrementalClusterer:
             if count == 0:
                 continue
             k = min(self.config.neighbours, count)
-            labels, distances = bucket.index.knn_query(vectors, k=k, num_threads=1)
+            # queries are independent of each other: threads change nothing in the answers, unlike inserts
+            labels, distances = bucket.index.knn_query(vectors, k=k, num_threads=-1)
             for row in range(len(vectors)):
                 for label, distance in zip(labels[row], distances[row]):
                     found[row].append((1.0 - float(distance), bucket.doc_ids[label], bucket.event_ids[label]))
@@ -196,10 +197,10 @@ class IncrementalClusterer:
             for similarity, other_doc, event_id in neighbours[i]:
                 if similarity >= threshold and similarity > candidates.get(event_id, (-2.0, ""))[0]:
                     candidates[event_id] = (similarity, other_doc)
-            for j in range(i):
+            for j in np.flatnonzero(in_batch[i, :i] >= threshold):
                 similarity = float(in_batch[i, j])
                 event_id = batch_events[j]
-                if event_id is not None and similarity >= threshold and similarity > candidates.get(event_id, (-2.0, ""))[0]:
+                if event_id is not None and similarity > candidates.get(event_id, (-2.0, ""))[0]:
                     candidates[event_id] = (similarity, docs[j].doc_id)
             best_event, best_mean = None, -2.0
             for event_id in sorted(candidates):  # sorted: ties resolve the same way on every replay
