@@ -17,10 +17,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.cluster import ClusterConfig, IncrementalClusterer, document_epoch_s  # noqa: E402
+from pipeline.cluster import document_epoch_s  # noqa: E402
 from pipeline.demo import DEFAULT_INPUT  # noqa: E402
 from pipeline.embed import embed, load_encoder  # noqa: E402
-from pipeline.evaluate import average_link_clusters, read_pairs, score_pairs  # noqa: E402
+from pipeline.evaluate import cluster_labels, read_pairs, score_pairs  # noqa: E402
 from pipeline.parse import ParseError, parse_html  # noqa: E402
 from pipeline.schemas import EmbeddedDocument  # noqa: E402
 from pipeline.sources import FORMAT_HTML, SourceRecord, iter_sources  # noqa: E402
@@ -73,23 +73,6 @@ def embedded_corpus(args) -> list[EmbeddedDocument]:
     return out
 
 
-def days(docs: list[EmbeddedDocument]) -> dict[str, list[EmbeddedDocument]]:
-    by_day: dict[str, list[EmbeddedDocument]] = {}
-    for doc in docs:
-        by_day.setdefault((doc.published_time or "unknown")[:10], []).append(doc)
-    return by_day
-
-
-def stream_labels(docs: list[EmbeddedDocument], threshold: float, batch: int = 64) -> dict[str, str]:
-    ordered = sorted(docs, key=lambda d: document_epoch_s(d) or 0.0)
-    clusterer = IncrementalClusterer(ClusterConfig(dim=len(ordered[0].vector), threshold=threshold))
-    labels = {}
-    for start in range(0, len(ordered), batch):
-        for a in clusterer.assign(ordered[start:start + batch]):
-            labels[a.doc_id] = a.event_id
-    return labels
-
-
 def nearest_labels(docs: list[EmbeddedDocument], threshold: float) -> dict[str, str]:
     """Baseline linkage: join the event of the single nearest earlier document (exact search)."""
     ordered = sorted(docs, key=lambda d: document_epoch_s(d) or 0.0)
@@ -121,14 +104,6 @@ def largest_event_coherence(docs: list[EmbeddedDocument], labels: dict[str, str]
     return float(np.mean(means)) if means else 1.0
 
 
-def batch_labels(docs: list[EmbeddedDocument], threshold: float) -> dict[str, str]:
-    labels = {}
-    for day, members in days(docs).items():
-        clusters = average_link_clusters(np.stack([d.vector for d in members]), 1.0 - threshold)
-        labels.update({d.doc_id: f"{day}-{c}" for d, c in zip(members, clusters)})
-    return labels
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", default=str(Path.home() / ".cache/newsevents/models/multilingual-e5-small"))
@@ -146,11 +121,11 @@ def main() -> None:
     print(f"{'threshold':>9} | {'batch average link':^24} | {'stream, nearest document':^30} | "
           f"{'stream, this clusterer':^30} | stream s")
     for threshold in (float(t) for t in args.thresholds.split(",")):
-        b = score_pairs(pairs, batch_labels(docs, threshold))
+        b = score_pairs(pairs, cluster_labels(docs, 'batch', threshold))
         nearest = nearest_labels(docs, threshold)
         n = score_pairs(pairs, nearest)
         started = time.perf_counter()
-        ours = stream_labels(docs, threshold)
+        ours = cluster_labels(docs, 'stream', threshold)
         took = time.perf_counter() - started
         s = score_pairs(pairs, ours)
         print(f"{threshold:>9.3f} | {b.f1:.3f} {b.precision:.3f} {b.recall:.3f}        | "

@@ -106,7 +106,15 @@ def plot_report(report: dict, out_dir: Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paths = []
+    paths: list[str] = []
+
+    def save(fig, name: str, title: str) -> None:
+        fig.axes[0].set_title(title)
+        fig.tight_layout()
+        paths.append(str(out_dir / name))
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+
     if report.get("encoders"):
         fig, ax = plt.subplots(figsize=(6, 4))
         for spec in dict.fromkeys(r["spec"] for r in report["encoders"]):
@@ -115,12 +123,8 @@ def plot_report(report: dict, out_dir: Path) -> list[str]:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch size")
         ax.set_ylabel("docs/s")
-        ax.set_title("encoder throughput")
         ax.legend()
-        fig.tight_layout()
-        paths.append(str(out_dir / "encoders.png"))
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
+        save(fig, "encoders.png", "encoder throughput")
     if report.get("stream"):
         fig, ax = plt.subplots(figsize=(6, 4))
         loads = [r["offered_docs_per_s"] for r in report["stream"]]
@@ -129,12 +133,8 @@ def plot_report(report: dict, out_dir: Path) -> list[str]:
         ax.set_xlabel("offered load (docs/s)")
         ax.set_ylabel("publish→event latency (s)")
         ax.set_yscale("log")
-        ax.set_title("stream latency")
         ax.legend()
-        fig.tight_layout()
-        paths.append(str(out_dir / "stream.png"))
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
+        save(fig, "stream.png", "stream latency")
     if report.get("clusterer"):
         fig, ax = plt.subplots(figsize=(6, 4))
         rows = report["clusterer"]
@@ -145,9 +145,5 @@ def plot_report(report: dict, out_dir: Path) -> list[str]:
         twin = ax.twinx()
         twin.plot([r["window_docs"] for r in rows], [r["rss_mb"] for r in rows], marker="s", color="C1")
         twin.set_ylabel("resident memory (MB)", color="C1")
-        ax.set_title("clusterer as the window grows")
-        fig.tight_layout()
-        paths.append(str(out_dir / "clusterer.png"))
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
+        save(fig, "clusterer.png", "clusterer as the window grows")
     return paths
