@@ -1,0 +1,1 @@
+"""Student embedders distilled from teacher labels (the student issue fills this package)."""
