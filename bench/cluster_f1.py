@@ -17,56 +17,26 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.cluster import document_epoch_s  # noqa: E402
 from pipeline.demo import DEFAULT_INPUT  # noqa: E402
-from pipeline.embed import embed, load_encoder  # noqa: E402
-from pipeline.evaluate import cluster_labels, read_pairs, score_pairs  # noqa: E402
-from pipeline.parse import ParseError, parse_html  # noqa: E402
+from pipeline.embed import DEFAULT_MAX_CHARS, load_encoder  # noqa: E402
+from pipeline.evaluate import cluster_labels, embedded_documents, in_published_order, read_pairs, score_pairs  # noqa: E402
 from pipeline.schemas import EmbeddedDocument  # noqa: E402
-from pipeline.sources import FORMAT_HTML, SourceRecord, iter_sources  # noqa: E402
 
 DEFAULT_PAIRS = DEFAULT_INPUT.parents[1] / "eval" / "dev_pairs.tsv"
 
 
-def parsed_documents(path: str) -> list:
-    docs = []
-    for item in iter_sources([path]):
-        if isinstance(item, SourceRecord) and item.format == FORMAT_HTML:
-            try:
-                docs.append(parse_html(item.value, item.key))
-            except ParseError:
-                pass
-    return docs
-
-
-def labelled_corpus(args) -> list[EmbeddedDocument]:
-    """Vectors from `newsevents teacher label` shards; published times from the parsed input."""
-    from teacher.label import load_manifest, read_shards
-
-    times = {d.doc_id: d.published_time for d in parsed_documents(args.input)}
-    version = load_manifest(Path(args.labels))["teacher"]
-    out = []
-    for shard in read_shards(Path(args.labels)):
-        for doc_id, vector in zip(shard["doc_ids"].tolist(), shard["vectors"]):
-            if doc_id in times:
-                out.append(EmbeddedDocument(doc_id=doc_id, vector=vector, model_version=version,
-                                            published_time=times[doc_id]))
-    return out
-
-
 def embedded_corpus(args) -> list[EmbeddedDocument]:
-    if args.labels:
-        return labelled_corpus(args)
-    cache = Path(args.cache) if args.cache else None
+    """The same documents and vectors `newsevents eval` uses: embedded now, from a label folder, or from --cache."""
+    cache = Path(args.cache) if args.cache and not args.labels else None
     if cache and cache.exists():
         data = np.load(cache, allow_pickle=False)
         return [EmbeddedDocument(doc_id=str(i), vector=v, model_version=str(data["version"]), published_time=str(t) or None)
                 for i, v, t in zip(data["ids"], data["vecs"], data["times"])]
-    docs = parsed_documents(args.input)
-    encoder = load_encoder(args.model_dir, max_length=args.max_length)
+    encoder = None if args.labels else load_encoder(args.model_dir, max_length=args.max_length)
     started = time.perf_counter()
-    out = embed(docs, encoder, batch_size=32)
-    print(f"embedded {len(docs)} docs in {time.perf_counter() - started:.0f}s", file=sys.stderr)
+    out, _, _ = embedded_documents([args.input], encoder=encoder, labels_dir=args.labels,
+                                   max_chars=DEFAULT_MAX_CHARS, batch_size=32)
+    print(f"{len(out)} documents ready in {time.perf_counter() - started:.0f}s", file=sys.stderr)
     if cache:
         np.savez(cache, ids=np.array([d.doc_id for d in out]), vecs=np.stack([d.vector for d in out]),
                  times=np.array([d.published_time or "" for d in out]), version=encoder.version)
@@ -75,7 +45,7 @@ def embedded_corpus(args) -> list[EmbeddedDocument]:
 
 def nearest_labels(docs: list[EmbeddedDocument], threshold: float) -> dict[str, str]:
     """Baseline linkage: join the event of the single nearest earlier document (exact search)."""
-    ordered = sorted(docs, key=lambda d: document_epoch_s(d) or 0.0)
+    ordered = in_published_order(docs)
     vectors = np.stack([d.vector for d in ordered])
     events: list[int] = []
     for i in range(len(ordered)):

@@ -115,10 +115,17 @@ def day_of(published_time: str | None) -> str:
     return published_time[:10] if published_time else "undated"
 
 
+def in_published_order(docs: list) -> list:
+    """The order a stream would see: by published time (undated first), ties in input order."""
+    from pipeline.cluster import document_epoch_s
+
+    return sorted(docs, key=lambda d: document_epoch_s(d) or 0.0)
+
+
 def cluster_labels(docs: list, mode: str, threshold: float, batch_size: int = 64) -> dict[str, str]:
     """doc id → cluster. ``batch``: average link per day (the Dialogue baseline). ``stream``: the production
     clusterer fed in published-time order, micro-batch by micro-batch."""
-    from pipeline.cluster import ClusterConfig, IncrementalClusterer, document_epoch_s
+    from pipeline.cluster import ClusterConfig, IncrementalClusterer
 
     if not docs:
         return {}
@@ -133,7 +140,7 @@ def cluster_labels(docs: list, mode: str, threshold: float, batch_size: int = 64
         return labels
     if mode != "stream":
         raise ValueError(f"mode must be batch or stream, not {mode!r}")
-    ordered = sorted(docs, key=lambda d: document_epoch_s(d) or 0.0)
+    ordered = in_published_order(docs)
     clusterer = IncrementalClusterer(ClusterConfig(dim=len(ordered[0].vector), threshold=threshold))
     labels = {}
     for start in range(0, len(ordered), batch_size):
