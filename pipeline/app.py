@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
 import faust
@@ -69,7 +70,8 @@ def make_app(settings: Settings, stage_name: str, stage: Stage | None = None) ->
 
     def get_stage() -> Stage:
         if "stage" not in holder:
-            holder["stage"] = stage or STAGES[stage_name](settings)
+            holder["stage"] = stage or (embed_stage_following_promotions(settings, executor) if stage_name == "embed"
+                                        else STAGES[stage_name](settings))
         return holder["stage"]
 
     @app.task
@@ -94,6 +96,37 @@ def make_app(settings: Settings, stage_name: str, stage: Stage | None = None) ->
 
     app.agent(source, name=f"{stage_name}-agent")(run)
     return app
+
+
+def embed_stage_following_promotions(settings: Settings, executor: ThreadPoolExecutor) -> Stage:
+    """The embed stage on the latest promoted model, switching on each new promotion. The switch is queued on
+    the stage's single thread, so it happens between two batches: none is lost or embedded twice for it."""
+    from pipeline.control import ControlWatcher
+    from pipeline.stages import EmbedStage
+
+    holder: dict[str, EmbedStage] = {}
+
+    def on_promotion(promotion) -> None:
+        def switch() -> None:
+            try:
+                holder["stage"].switch_model(promotion.model_dir)
+            except Exception:
+                log.exception("embed: cannot serve promoted model %s; keeping %s", promotion.model_dir,
+                              holder["stage"].encoder.version)
+
+        executor.submit(switch)
+
+    watcher = ControlWatcher(settings, on_promotion)
+    latest = watcher.catch_up()
+    stage = None
+    if latest is not None:
+        try:
+            stage = EmbedStage(settings, model_dir=Path(latest.model_dir))
+        except Exception:
+            log.exception("embed: cannot serve promoted model %s; starting on the configured one", latest.model_dir)
+    holder["stage"] = stage or EmbedStage(settings)
+    watcher.start()
+    return holder["stage"]
 
 
 def run_worker(settings: Settings, stage_name: str, loglevel: str = "warning") -> None:

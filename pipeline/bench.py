@@ -31,7 +31,9 @@ def bench_encoders(settings: Settings, texts: list[str], encoders: list[str], ba
     rows = []
     for spec in encoders:
         name, _, quantize = spec.partition("+")
-        encoder = load_teacher(name if name != "model" else str(settings.resolved_model_dir), home=settings.home_path,
+        # "student"/"model": what the stream serves (the shipped student unless --model-dir says otherwise)
+        encoder = load_teacher(str(settings.resolved_model_dir) if name in ("model", "student") else name,
+                               home=settings.home_path,
                                device=settings.device, max_length=settings.max_length, quantize=quantize or None,
                                threads=threads)
         encoder.encode(texts[:8])  # warm-up: first calls allocate
@@ -63,40 +65,63 @@ def bench_stream(settings: Settings, inputs: list[str], loads: list[float], seco
     return rows
 
 
-def synthetic_stream(n: int, dim: int, seed: int = 0, docs_per_event: float = 4.0, hours: float = 40.0):
-    """Event-like unit vectors: each document near one of n/docs_per_event random centres, times spread over
-    ``hours`` (inside the default 48 h window, so the whole stream stays live)."""
-    from pipeline.schemas import EmbeddedDocument
+class SyntheticStream:
+    """Event-like unit vectors: each document near one of n/docs_per_event random centres, times spread
+    evenly over ``hours`` (inside the default 48 h window, so the whole stream stays live)."""
 
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((max(1, int(n / docs_per_event)), dim)).astype(np.float32)
-    start = 1_573_200_000
-    for i in range(n):
-        v = centres[rng.integers(len(centres))] + 0.25 * rng.standard_normal(dim).astype(np.float32)
-        v /= np.linalg.norm(v)
-        t = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(start + hours * 3600 * i / n))
-        yield EmbeddedDocument(doc_id=str(i), vector=v, model_version="synthetic", published_time=t)
+    def __init__(self, n: int, dim: int, seed: int = 0, docs_per_event: float = 4.0, hours: float = 40.0):
+        self.rng = np.random.default_rng(seed)
+        self.centres = self.rng.standard_normal((max(1, int(n / docs_per_event)), dim)).astype(np.float32)
+        self.n, self.dim, self.hours, self.emitted = n, dim, hours, 0
+
+    def take(self, count: int) -> tuple[list, list[str]]:
+        """The next ``count`` documents and the true event of each."""
+        from pipeline.schemas import EmbeddedDocument
+
+        which = self.rng.integers(len(self.centres), size=count)
+        vectors = self.centres[which] + 0.25 * self.rng.standard_normal((count, self.dim), dtype=np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        start, first = 1_573_200_000, self.emitted
+        self.emitted += count
+        docs = [EmbeddedDocument(doc_id=str(first + i), vector=vectors[i], model_version="synthetic",
+                                 published_time=time.strftime(
+                                     "%Y-%m-%dT%H:%M:%S+00:00",
+                                     time.gmtime(start + self.hours * 3600 * (first + i) / self.n)))
+                for i in range(count)]
+        return docs, [f"ev-true-{c}" for c in which]
 
 
-def bench_clusterer(settings: Settings, sizes: list[int], dim: int, batch_size: int = 256) -> list[dict]:
+def bench_clusterer(settings: Settings, sizes: list[int], dim: int, batch_size: int = 256,
+                    measured_docs: int = 5_000) -> list[dict]:
+    """Grow the window to each size; the last ``measured_docs`` before it (at most half) go through ``assign``,
+    the production path (search, decide, insert on one thread), and are timed. The rest of the window is filled
+    with ``restore``, the restart path (known events, inserts on every core): deciding a million documents one
+    batch at a time would take most of the run."""
     from pipeline.cluster import IncrementalClusterer
     from pipeline.stages import cluster_config
 
     clusterer = IncrementalClusterer(cluster_config(settings, dim))
-    stream = synthetic_stream(max(sizes), dim)
+    stream = SyntheticStream(max(sizes), dim)
     rows, done, base = [], 0, rss_mb()
     for size in sorted(sizes):
+        measured = min(measured_docs, (size - done) // 2)
+        fill_started, filled = time.perf_counter(), 0
+        while done + measured < size:
+            docs, events = stream.take(min(10 * batch_size, size - measured - done))
+            clusterer.restore(docs, events)
+            done += len(docs)
+            filled += len(docs)
+        fill_seconds = time.perf_counter() - fill_started
         started = time.perf_counter()
-        count = 0
         while done < size:
-            batch = [next(stream) for _ in range(min(batch_size, size - done))]
-            clusterer.assign(batch)
-            done += len(batch)
-            count += len(batch)
+            docs, _ = stream.take(min(batch_size, size - done))
+            clusterer.assign(docs)
+            done += len(docs)
         seconds = time.perf_counter() - started
         rows.append({"window_docs": clusterer.live_documents, "events": len(clusterer.events),
-                     "assign_docs_per_s": round(count / seconds, 1), "rss_mb": round(rss_mb(), 1),
-                     "rss_growth_mb": round(rss_mb() - base, 1)})
+                     "assign_docs_per_s": round(measured / seconds, 1), "assign_batch": batch_size,
+                     "measured_docs": measured, "fill_docs_per_s": round(filled / fill_seconds, 1) if filled else None,
+                     "rss_mb": round(rss_mb(), 1), "rss_growth_mb": round(rss_mb() - base, 1)})
     return rows
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -34,7 +35,10 @@ def add_settings(parser: argparse.ArgumentParser, only: tuple[str, ...] | None =
         if only is not None and f.name not in only:
             continue
         kind = {"int": int, "float": float}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
-        group.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None,
+        names = ["--" + f.name.replace("_", "-")]
+        if f.name == "model_dir" and "--model" not in parser._option_string_actions:
+            names.append("--model")  # the short spelling users reach for
+        group.add_argument(*names, dest=f.name, type=kind, default=None,
                            help=SETTING_HELP.get(f.name, f"default {f.default!r}"))
 
 
@@ -275,14 +279,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
             if len(docs) >= args.docs:
                 break
         texts = [document_text(d, settings.max_chars) for d in docs]
-        report["encoders"] = bench.bench_encoders(settings, texts, args.encoders.split(","),
+        specs = args.encoders.split(",")
+        if "student" in specs and settings.resolved_model_dir == settings.teacher_dir:
+            specs.remove("student")  # nothing promoted or shipped: "student" would time the teacher twice
+            print("bench: no student promoted or shipped; timing the teachers only", file=sys.stderr)
+        report["encoders"] = bench.bench_encoders(settings, texts, specs,
                                                   [int(b) for b in args.batch_sizes.split(",")], settings.threads or None)
     if "stream" in parts:
         report["stream"] = bench.bench_stream(settings, inputs, [float(x) for x in args.loads.split(",")],
                                               args.seconds_per_load)
     if "clusterer" in parts:
         report["clusterer"] = bench.bench_clusterer(settings, [int(x) for x in args.cluster_sizes.split(",")],
-                                                    args.cluster_dim)
+                                                    args.cluster_dim, measured_docs=args.cluster_measured_docs)
     report["plots"] = bench.plot_report(report, out_dir)
     (out_dir / "bench.json").write_text(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     if args.json:
@@ -354,6 +362,135 @@ def cmd_teacher_label(args: argparse.Namespace) -> int:
           f"{stats.unreadable} unreadable")
     for problem in stats.problems[:20]:
         print(f"skipped {problem}", file=sys.stderr)
+    return 0
+
+
+def cmd_students_train(args: argparse.Namespace) -> int:
+    from dataclasses import fields as dc_fields
+
+    from students.train import TrainSettings, train
+    from teacher.label import LabelError
+    from teacher.provision import provision_e5
+
+    settings = load_settings(args)
+    for path in [*args.labels, *(args.input or []), *(args.dev_input or []), *filter(None, [args.dev_pairs])]:
+        if not Path(path).exists():
+            return fail(f"no such file or directory: {path}")
+    values = {f.name: getattr(args, f.name) for f in dc_fields(TrainSettings)
+              if getattr(args, f.name, None) is not None and f.name not in ("device", "threads")}
+    if args.head_weight:
+        values["head_weights"] = {k: float(v) for k, v in (w.split("=", 1) for w in args.head_weight)}
+    train_settings = TrainSettings(**values, device=settings.device, threads=settings.threads)
+    teacher_folder = args.teacher_model or str(provision_e5(settings.home_path / "models" / "multilingual-e5-small"))
+    try:
+        result = train(args.labels, args.out, train_settings, inputs=args.input, teacher_folder=teacher_folder,
+                       dev_pairs=args.dev_pairs or "", dev_inputs=args.dev_input, gold_labels=args.gold_labels or "",
+                       progress=not args.quiet)
+    except (LabelError, FileNotFoundError) as err:
+        return fail(str(err))
+    last = result["history"][-1] if result["history"] else {}
+    print(f"student in {result['model']}: {result['train']} training / {result['validation']} validation documents, "
+          f"vocabulary {result['vocab']}, {len(result['history'])} epochs; last: {json.dumps(last)}")
+    return 0
+
+
+def cmd_students_evaluate(args: argparse.Namespace) -> int:
+    """Dev-pair F1 through the stream's clusterer and docs/s, student beside teacher, in one run."""
+    from pipeline import bench
+    from pipeline.documents import InputStats, iter_documents
+    from pipeline.embed import document_text, load_encoder
+    from pipeline.evaluate import embedded_documents, evaluate, read_pairs
+    from teacher.encoder import read_cluster_threshold
+
+    settings = load_settings(args)
+    for path in [args.pairs, *args.input, *args.model, *filter(None, [args.teacher_labels])]:
+        if not Path(path).exists():
+            return fail(f"no such file or directory: {path}")
+    pairs = read_pairs(args.pairs)
+    rows = []
+    texts = [document_text(d, settings.max_chars) for d in iter_documents(args.input, InputStats())][:args.speed_docs]
+    specs = [("teacher", args.teacher)] + [(f"student {i + 1}" if len(args.model) > 1 else "student", m)
+                                          for i, m in enumerate(args.model)]
+    speed = bench.bench_encoders(settings, texts, [spec for _, spec in specs], [args.batch_size],
+                                 settings.threads or None)
+    for (role, spec), timing in zip(specs, speed):
+        folder = settings.teacher_dir if spec == "e5" else Path(spec)
+        threshold = settings.threshold or read_cluster_threshold(folder) or 0.92
+        if role == "teacher" and args.teacher_labels:
+            docs, _, _ = embedded_documents(args.input, labels_dir=args.teacher_labels, max_chars=settings.max_chars)
+        elif role == "teacher" and args.skip_teacher_f1:
+            docs = []
+        else:
+            encoder = load_encoder(folder, device=settings.device, max_length=settings.max_length,
+                                   threads=settings.threads or None)
+            docs, _, _ = embedded_documents(args.input, encoder=encoder, max_chars=settings.max_chars,
+                                            progress=not args.json)
+        report = {"role": role, "model": spec, "model_version": timing["encoder"], "threshold": threshold,
+                  "docs_per_s": timing["docs_per_s"], "ms_per_doc": timing["ms_per_doc"],
+                  "batch_size": timing["batch_size"], "threads": timing["threads"], "device": timing["device"],
+                  "size_mb": round(sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) / 2**20, 1)}
+        if docs:
+            for mode in ("stream", "batch"):
+                score = evaluate(pairs, docs, mode, threshold).overall
+                report[f"{mode}_f1"] = round(score.f1, 4)
+                report[f"{mode}_precision"] = round(score.precision, 4)
+                report[f"{mode}_recall"] = round(score.recall, 4)
+        rows.append(report)
+    teacher_speed = rows[0]["docs_per_s"]
+    for row in rows:
+        row["speedup_vs_teacher"] = round(row["docs_per_s"] / teacher_speed, 1) if teacher_speed else None
+    if args.json:
+        print(orjson.dumps(rows).decode())
+        return 0
+    print(f"{'':<10} {'stream F1':>9} {'batch F1':>9} {'threshold':>9} {'docs/s':>8} {'speedup':>8} {'MB':>7}  model")
+    for row in rows:
+        print(f"{row['role']:<10} {row.get('stream_f1', float('nan')):>9.3f} {row.get('batch_f1', float('nan')):>9.3f} "
+              f"{row['threshold']:>9.3f} {row['docs_per_s']:>8.1f} {row['speedup_vs_teacher']:>7.1f}x "
+              f"{row['size_mb']:>7.1f}  {row['model_version']}")
+    print(f"speed: {len(texts)} documents, batch {args.batch_size}, {rows[0]['threads']} threads, {rows[0]['device']}")
+    return 0
+
+
+def cmd_students_promote(args: argparse.Namespace) -> int:
+    from pipeline.control import publish_promotion
+    from pipeline.topics import ensure_topics
+    from students.registry import Registry
+
+    settings = load_settings(args)
+    if not (Path(args.model) / "config.json").exists():
+        return fail(f"{args.model} is not a model folder (no config.json)")
+    registry = Registry(settings.registry_dir)
+    folder = Path(args.model) if args.no_register else registry.register(Path(args.model), args.name)
+    promotion = registry.promote(folder)
+    print(f"promoted {promotion.model_version} ({folder}) in {registry.root}")
+    if args.registry_only:
+        return 0
+    try:
+        ensure_topics(settings)
+        publish_promotion(settings, promotion)
+    except Exception as err:
+        return fail(f"the registry says {promotion.model_version}, but announcing it on {settings.control_topic} at "
+                    f"{settings.bootstrap_servers} failed ({err!r}); rerun to announce it", 1)
+    print(f"announced on {settings.control_topic}: running embed workers switch before their next batch")
+    return 0
+
+
+def cmd_students_list(args: argparse.Namespace) -> int:
+    from students.registry import Registry
+    from teacher.encoder import model_version, read_cluster_threshold
+
+    registry = Registry(load_settings(args).registry_dir)
+    promoted = registry.promoted()
+    versions = registry.versions(args.name)
+    if not versions:
+        print(f"no models registered under {registry.root / args.name}")
+    for folder in versions:
+        version = model_version(folder)
+        training = folder / "training.json"
+        f1 = json.loads(training.read_text()).get("epoch", {}).get("dev", {}).get("f1") if training.exists() else None
+        mark = "*" if promoted and Path(promoted.model_dir) == folder.resolve() else " "
+        print(f"{mark} {folder.name:<5} {version:<48} threshold {read_cluster_threshold(folder):.3f}  "
+              f"dev F1 {f1 if f1 is not None else '-'}")
     return 0
 
 
@@ -436,14 +573,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="encoder, stream and clusterer speed, side by side; JSON report and PNG plots")
     p.add_argument("--what", default="encoders,stream,clusterer", help="which parts to run")
     p.add_argument("--input", action="append", metavar="PATH", help="documents (default: the contest sample)")
-    p.add_argument("--encoders", default="e5,e5+int8,use",
-                   help="comma-separated: e5, use, model (--model-dir), each optionally +int8")
+    p.add_argument("--encoders", default="student,e5,e5+int8,use",
+                   help="comma-separated: student (the served model: the shipped student, or --model-dir), e5, use, "
+                        "or a model folder; each optionally +int8")
     p.add_argument("--docs", type=int, default=128, help="documents per encoder measurement")
     p.add_argument("--batch-sizes", default="1,8,32")
-    p.add_argument("--loads", default="2,4,8", help="offered loads (docs/s) for the stream")
-    p.add_argument("--seconds-per-load", type=float, default=45.0)
-    p.add_argument("--cluster-sizes", default="10000,30000,100000",
-                   help="window sizes to measure at (1000000 works; ~1K docs/s here makes it a 15-minute run)")
+    p.add_argument("--loads", default="2,8", help="offered loads (docs/s) for the stream")
+    p.add_argument("--seconds-per-load", type=float, default=30.0)
+    p.add_argument("--cluster-sizes", default="10000,100000,1000000", help="window sizes to measure at")
+    p.add_argument("--cluster-measured-docs", type=int, default=5000,
+                   help="documents timed through assign at each size (the rest of the window is bulk-restored)")
     p.add_argument("--cluster-dim", type=int, default=384)
     p.add_argument("--out", default="bench-results", help="folder for bench.json and the plots")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
@@ -472,6 +611,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_settings(p, ("home", "device", "quantize", "max_length", "max_chars", "threads", "bootstrap_servers"))
     p.set_defaults(func=cmd_teacher_label)
+
+    students = sub.add_parser("students", help="students: distil, evaluate, promote a small fast embedder")
+    ssub = students.add_subparsers(dest="students_command", required=True, metavar="COMMAND")
+    p = ssub.add_parser("train", help="distil a student from teacher label folders (resumable)")
+    p.add_argument("--labels", action="append", required=True, metavar="DIR",
+                   help="`teacher label` folder (repeatable; the first teacher is the one the student serves)")
+    p.add_argument("--out", required=True, help="training folder (rerun with the same --out to resume)")
+    p.add_argument("--input", action="append", metavar="PATH",
+                   help="the labelled documents' sources, to tokenise those only a secondary teacher labelled")
+    p.add_argument("--teacher-model", help="primary teacher's model folder, for its tokenizer (default: e5)")
+    p.add_argument("--dev-pairs", help="labelled pairs scored each epoch (e.g. ../shared/data/eval/dev_pairs.tsv)")
+    p.add_argument("--dev-input", action="append", metavar="PATH", help="documents of the dev pairs' days")
+    p.add_argument("--arch", dest="encoder", choices=["gru", "lstm", "transformer", "cnn", "ffn"])
+    p.add_argument("--unidirectional", dest="bidirectional", action="store_false", default=None,
+                   help="gru/lstm: one direction only")
+    p.add_argument("--layers", dest="num_layers", type=int)
+    p.add_argument("--embedding-dim", type=int, choices=[32, 64, 128, 256])
+    p.add_argument("--hidden-dim", type=int)
+    p.add_argument("--aggregation", choices=["mean", "attentive", "cls"])
+    p.add_argument("--loss", choices=["cosine", "mse", "both"])
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--max-epochs", type=int)
+    p.add_argument("--early-stopping", type=int, help="stop after this many epochs without a better validation loss")
+    p.add_argument("--max-vocab", type=int)
+    p.add_argument("--min-token-count", type=int)
+    p.add_argument("--max-docs", type=int, help="train on at most N documents (quick runs)")
+    p.add_argument("--head-weight", action="append", metavar="HEAD=W", help="loss weight of a teacher head, e.g. use=0.3")
+    p.add_argument("--gold-pairs", help="labelled pairs mixed in with teacher annealing (DvBERT)")
+    p.add_argument("--gold-labels", help="teacher labels of the gold pairs' documents")
+    p.add_argument("--gold-exclude-day", help="keep this day's pairs (YYYY-MM-DD) out of training, to measure on")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_settings(p, ("home", "device", "threads"))
+    p.set_defaults(func=cmd_students_train)
+
+    p = ssub.add_parser("evaluate", help="dev-pair F1 (stream clusterer) and docs/s, students beside the teacher")
+    p.add_argument("--model", action="append", required=True, metavar="DIR", help="student folder (repeatable)")
+    p.add_argument("--pairs", required=True, help="labelled pairs TSV")
+    p.add_argument("--input", action="append", required=True, metavar="PATH", help="documents of the pairs' days")
+    p.add_argument("--teacher", default="e5", help="'e5' or a model folder, timed in the same run")
+    p.add_argument("--teacher-labels", help="the teacher's vectors of --input (a `teacher label` folder), "
+                   "instead of embedding them again for its F1")
+    p.add_argument("--skip-teacher-f1", action="store_true", help="time the teacher only")
+    p.add_argument("--speed-docs", type=int, default=256, help="documents timed per model")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--json", action="store_true")
+    add_settings(p, ("home", "device", "threads", "max_length", "max_chars", "threshold"))
+    p.set_defaults(func=cmd_students_evaluate)
+
+    p = ssub.add_parser("promote", help="register a model folder and make running embed workers switch to it")
+    p.add_argument("model", help="model folder (a trained student's model/)")
+    p.add_argument("--name", default="student", help="registry name")
+    p.add_argument("--no-register", action="store_true", help="promote the folder in place, without copying it")
+    p.add_argument("--registry-only", action="store_true", help="record the promotion, do not announce it on Kafka")
+    add_settings(p, ("home", "bootstrap_servers", "control_topic"))
+    p.set_defaults(func=cmd_students_promote)
+
+    p = ssub.add_parser("list", help="registered versions; * marks the promoted one")
+    p.add_argument("--name", default="student")
+    add_settings(p, ("home",))
+    p.set_defaults(func=cmd_students_list)
     return parser
 
 

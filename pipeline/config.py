@@ -32,6 +32,7 @@ class Settings:
     vectors_topic: str = "news.vectors"
     events_topic: str = "news.events"
     dlq_topic: str = "news.dlq"
+    control_topic: str = "news.control"  # model promotions for the embed workers
     partitions: int = 4  # raw, docs, events: the parse and embed stages scale out to this many workers
     replication_factor: int = 1
     retention_ms: int = 7 * 24 * 3600 * 1000
@@ -41,7 +42,7 @@ class Settings:
     parse_batch_size: int = 256
     parse_max_wait_s: float = 0.2
     # embed
-    model_dir: str = ""  # empty: the provisioned teacher under home/models
+    model_dir: str = ""  # empty: the student shipped in students/default (the teacher if that is missing)
     device: str = "auto"  # auto = cuda when present, else cpu
     quantize: str = ""  # "int8": dynamic int8 on CPU
     max_length: int = 256  # tokens
@@ -68,7 +69,27 @@ class Settings:
 
     @property
     def resolved_model_dir(self) -> Path:
-        return Path(self.model_dir) if self.model_dir else self.home_path / "models" / "multilingual-e5-small"
+        """The model to serve: --model-dir, else the registry's promoted model, else the student shipped in
+        students/default, else the teacher."""
+        if self.model_dir:
+            return Path(self.model_dir)
+        promoted = self.registry_dir / "promoted.json"
+        if promoted.exists():
+            import json
+
+            folder = Path(json.loads(promoted.read_text())["model_dir"])
+            if (folder / "config.json").exists():
+                return folder
+        shipped = Path(__file__).resolve().parent.parent / "students" / "default"
+        return shipped if (shipped / "config.json").exists() else self.teacher_dir
+
+    @property
+    def teacher_dir(self) -> Path:
+        return self.home_path / "models" / "multilingual-e5-small"
+
+    @property
+    def registry_dir(self) -> Path:
+        return self.home_path / "registry"
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)

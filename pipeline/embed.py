@@ -29,9 +29,12 @@ def document_text(doc: Document, max_chars: int = DEFAULT_MAX_CHARS) -> str:
 
 def load_encoder(folder: str | Path, device: str = "auto", max_length: int = 256,
                  quantize: str | None = None, threads: int | None = None) -> Encoder:
-    """Load the encoder a model folder describes (a Hugging Face encoder for now)."""
+    """Load the encoder a model folder describes: a distilled student, or any Hugging Face encoder."""
+    from students.encoder import StudentEncoder, is_student_folder
     from teacher.encoder import HFEncoder
 
+    if is_student_folder(folder):
+        return StudentEncoder(folder, device=device, max_length=max_length, quantize=quantize, threads=threads)
     return HFEncoder(folder, device=device, max_length=max_length, quantize=quantize, threads=threads)
 
 

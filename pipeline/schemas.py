@@ -78,6 +78,7 @@ class EmbeddedDocument(_Record):
     ingested_at_ms: int | None = None
     lang: str = "und"
     url: str | None = None
+    cluster_threshold: float | None = None  # tuned for the model that made the vector (None: the clusterer's)
 
     def to_dict(self) -> dict:
         raw = asdict(self)

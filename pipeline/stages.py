@@ -7,6 +7,7 @@ cannot process becomes a dead letter with the original record and the reason.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import traceback
@@ -122,7 +123,7 @@ class ParseStage(Stage):
 
 
 def ensure_model(settings: Settings) -> Path:
-    """The model folder to serve; provisions the default teacher on first use."""
+    """The model folder to serve (see ``Settings.resolved_model_dir``); provisions the teacher on first use."""
     folder = settings.resolved_model_dir
     if not (folder / "config.json").exists():
         if settings.model_dir:
@@ -135,16 +136,38 @@ def ensure_model(settings: Settings) -> Path:
 
 
 class EmbedStage(Stage):
+    """Embeds with one model at a time. ``switch_model`` replaces it between batches (the Kafka wrapper runs both
+    on the same single thread), so every batch is embedded by exactly one model, and every vector says which."""
+
     name = "embed"
 
-    def __init__(self, settings: Settings, encoder=None):
+    def __init__(self, settings: Settings, encoder=None, model_dir: Path | None = None):
         super().__init__(settings)
-        self.encoder = encoder or load_encoder(ensure_model(settings), device=settings.device,
-                                               max_length=settings.max_length, quantize=settings.quantize or None,
-                                               threads=settings.threads or None)
+        self.model_dir = model_dir or (None if encoder is not None else ensure_model(settings))
+        self.encoder = encoder or self._load(self.model_dir)
+        self.threshold = self._threshold(self.model_dir)
+
+    def _load(self, folder: Path):
+        return load_encoder(folder, device=self.settings.device, max_length=self.settings.max_length,
+                            quantize=self.settings.quantize or None, threads=self.settings.threads or None)
+
+    def _threshold(self, folder: Path | None) -> float | None:
+        from teacher.encoder import read_cluster_threshold
+
+        return (read_cluster_threshold(folder) or None) if folder is not None else None
+
+    def switch_model(self, folder: str | Path) -> str:
+        """Serve ``folder`` from the next batch on; returns the new model version. Raises if it cannot load
+        (the current model stays)."""
+        folder = Path(folder)
+        encoder = self._load(folder)
+        self.encoder, self.model_dir, self.threshold = encoder, folder, self._threshold(folder)
+        log.warning("embed: now serving %s from %s", encoder.version, folder)
+        return encoder.version
 
     def process(self, batch: list[InRecord]) -> list[OutRecord]:
         out, records, docs = [], [], []
+        encoder, threshold = self.encoder, self.threshold  # one model for the whole batch
         for record in batch:
             try:
                 docs.append(Document.from_bytes(record.value or b""))
@@ -152,15 +175,17 @@ class EmbedStage(Stage):
             except ValueError as err:
                 out.append(self.dead_letter(record, "bad-document", f"not a Document record: {err}"))
         try:
-            embedded = embed(docs, self.encoder, self.settings.embed_batch_size, self.settings.max_chars)
+            embedded = embed(docs, encoder, self.settings.embed_batch_size, self.settings.max_chars)
         except Exception:
             log.exception("batch embedding failed; retrying one document at a time")
             embedded = []
             for record, doc in zip(records, docs):
                 try:
-                    embedded += embed([doc], self.encoder, 1, self.settings.max_chars)
+                    embedded += embed([doc], encoder, 1, self.settings.max_chars)
                 except Exception as err:
                     out.append(self.dead_letter(record, "embed-failed", repr(err)))
+        for vector in embedded:
+            vector.cluster_threshold = threshold
         out += [OutRecord(self.settings.vectors_topic, e.doc_id.encode(), e.to_bytes()) for e in embedded]
         return out
 
@@ -180,30 +205,63 @@ def cluster_config(settings: Settings, dim: int) -> ClusterConfig:
 
 
 class ClusterStage(Stage):
+    """One clusterer per embedding space ("generation"), keyed by the vectors' model version.
+
+    A promoted model starts a new generation: vectors of different models are not comparable, so its documents
+    found new events rather than joining the old model's. The previous generations stay (up to
+    ``MAX_GENERATIONS``) for vectors of the old model still in flight. A document already assigned in any
+    generation keeps that event, so a document embedded twice across a model switch (a redelivery) never gets
+    a second event id.
+    """
+
     name = "cluster"
+    MAX_GENERATIONS = 3
 
     def __init__(self, settings: Settings):
         super().__init__(settings)
-        self.clusterer: IncrementalClusterer | None = None  # built on the first vector: its dimension decides
+        self.generations: dict[str, IncrementalClusterer] = {}  # model version → clusterer, oldest first
+
+    @property
+    def clusterer(self) -> IncrementalClusterer | None:
+        """The newest generation."""
+        return next(reversed(self.generations.values()), None)
+
+    def _generation(self, doc: EmbeddedDocument) -> IncrementalClusterer:
+        clusterer = self.generations.get(doc.model_version)
+        if clusterer is None:
+            config = cluster_config(self.settings, len(doc.vector))
+            if not self.settings.threshold and doc.cluster_threshold:  # a flag still wins over the model's own
+                config = dataclasses.replace(config, threshold=float(doc.cluster_threshold))
+            clusterer = self.generations[doc.model_version] = IncrementalClusterer(config)
+            log.warning("cluster: new generation for %s (%d-d, threshold %.3f)", doc.model_version, config.dim,
+                        config.threshold)
+            while len(self.generations) > self.MAX_GENERATIONS:
+                self.generations.pop(next(iter(self.generations)))
+        return clusterer
 
     def process(self, batch: list[InRecord]) -> list[OutRecord]:
-        out, docs = [], []
+        out: list[OutRecord] = []
+        groups: dict[str, list[EmbeddedDocument]] = {}
         for record in batch:
             try:
                 doc = EmbeddedDocument.from_bytes(record.value or b"")
             except ValueError as err:
                 out.append(self.dead_letter(record, "bad-vector", f"not an EmbeddedDocument record: {err}"))
                 continue
-            if self.clusterer is None:
-                self.clusterer = IncrementalClusterer(cluster_config(self.settings, len(doc.vector)))
-            if len(doc.vector) != self.clusterer.config.dim:
-                out.append(self.dead_letter(record, "dimension-mismatch",
-                                            f"{len(doc.vector)}-d vector, the index is {self.clusterer.config.dim}-d"))
+            clusterer = self._generation(doc)
+            if len(doc.vector) != clusterer.config.dim:
+                out.append(self.dead_letter(record, "dimension-mismatch", f"{len(doc.vector)}-d vector from "
+                                            f"{doc.model_version}, whose index is {clusterer.config.dim}-d"))
                 continue
-            docs.append(doc)
-        if docs:
-            assert self.clusterer is not None
-            for assignment in self.clusterer.assign(docs):
+            known = next(((v, g) for v, g in self.generations.items()
+                          if v != doc.model_version and doc.doc_id in g.doc_events), None)
+            if known is not None:
+                assignment = known[1].known_assignment(doc)
+                out.append(OutRecord(self.settings.events_topic, doc.doc_id.encode(), assignment.to_bytes()))
+                continue
+            groups.setdefault(doc.model_version, []).append(doc)
+        for version, docs in groups.items():
+            for assignment in self.generations[version].assign(docs):
                 out.append(OutRecord(self.settings.events_topic, assignment.doc_id.encode(), assignment.to_bytes()))
         return out
 

@@ -25,6 +25,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.vectors_topic, 1, "document vectors for the clusterer (orjson, base64 float32)", common),
         TopicSpec(settings.events_topic, settings.partitions, "(doc id → event id) assignments (orjson)", common),
         TopicSpec(settings.dlq_topic, 1, "dead letters: original record, stage, reason (orjson)", common),
+        # Kept forever: a worker that starts reads it from the beginning to find the model to serve.
+        TopicSpec(settings.control_topic, 1, "model promotions for the embed workers (JSON)",
+                  {**common, "retention.ms": "-1"}),
     ]
 
 

@@ -21,4 +21,6 @@ def load_teacher(spec: str, *, home: Path, device: str = "auto", max_length: int
         folder = Path(spec)
         if not (folder / "config.json").exists():
             raise FileNotFoundError(f"teacher {spec!r}: not 'e5', 'use' or a Hugging Face model folder with config.json")
-    return HFEncoder(folder, device=device, max_length=max_length, quantize=quantize, threads=threads)
+    from pipeline.embed import load_encoder
+
+    return load_encoder(folder, device=device, max_length=max_length, quantize=quantize, threads=threads)

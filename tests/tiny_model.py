@@ -25,3 +25,28 @@ def build_tiny_bert(folder: Path, hidden: int = 32, seed: int = 0) -> Path:
     (folder / "newsevents_encoder.json").write_text(json.dumps(
         {"name": "tiny-bert", "pooling": "mean", "prefix": "passage: ", "normalize": True}))
     return folder
+
+
+def build_tiny_student(folder: Path, teacher_folder: Path, texts: list[str], encoder: str = "cnn", seed: int = 0,
+                       output_dim: int = 16) -> Path:
+    """A tiny randomly initialised student with a vocabulary pruned to the pieces of ``texts`` (tests only)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from students.modeling import StudentConfig, StudentModel
+    from students.vocab import prune_tokenizer, seen_token_ids
+
+    torch.manual_seed(seed)
+    teacher_tokenizer = AutoTokenizer.from_pretrained(teacher_folder)
+    token_lists = teacher_tokenizer(["passage: " + t for t in texts], truncation=True, max_length=128)["input_ids"]
+    import numpy as np
+
+    prune_tokenizer(teacher_folder, seen_token_ids(np.asarray(t) for t in token_lists), folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    config = StudentConfig(encoder=encoder, num_layers=1, embedding_dim=32, hidden_dim=32, aggregation="mean",
+                           heads={"e5": output_dim}, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    StudentModel(config).save_pretrained(folder)
+    (folder / "newsevents_encoder.json").write_text(json.dumps(
+        {"name": f"tiny-student-{encoder}", "pooling": "student", "prefix": "passage: ", "normalize": True}))
+    (folder / "newsevents_cluster.json").write_text(json.dumps({"threshold": 0.99999, "tuned_on": "test"}))
+    return folder

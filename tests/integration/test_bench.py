@@ -21,5 +21,6 @@ def test_bench_encoders_and_clusterer(tiny_model_dir, contest_tar, tmp_path):
     assert all(r["docs_per_s"] > 0 and r["docs"] == 16 for r in report["encoders"])
     assert [r["window_docs"] for r in report["clusterer"]] == [300, 900]
     assert all(r["assign_docs_per_s"] > 0 and r["rss_mb"] > 0 for r in report["clusterer"])
+    assert [r["measured_docs"] for r in report["clusterer"]] == [150, 300]  # half of each step is assigned
     assert sorted(p.rsplit("/", 1)[1] for p in report["plots"]) == ["clusterer.png", "encoders.png"]
     assert (tmp_path / "bench.json").exists()

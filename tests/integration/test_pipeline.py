@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 import uuid
 from collections import Counter
 
@@ -123,3 +124,57 @@ def test_stream_accounts_for_every_document(stream_settings, contest_docs, tmp_p
     assert len({a.event_id for a in books.book.by_doc.values()}) > 50
     one = books.book.by_doc[next(iter(good))]
     assert one.model_version.startswith("tiny-bert@") and one.ingested_at_ms and one.assigned_at_ms >= one.ingested_at_ms
+
+
+def test_promoting_a_model_mid_stream_loses_and_double_assigns_nothing(kafka_bootstrap, tiny_model_dir,
+                                                                        contest_docs, tmp_path):
+    """Workers start on the tiny BERT; a tiny student is promoted while documents flow. Every document gets
+    exactly one event id, documents after the switch carry the student's version, and nothing is lost."""
+    import subprocess
+    import sys
+
+    from pipeline.parse import parse_html
+    from tiny_model import build_tiny_student
+
+    run = uuid.uuid4().hex[:8]
+    settings = Settings(
+        bootstrap_servers=kafka_bootstrap, group_prefix=f"test-{run}", raw_topic=f"{run}.raw",
+        docs_topic=f"{run}.docs", vectors_topic=f"{run}.vectors", events_topic=f"{run}.events",
+        dlq_topic=f"{run}.dlq", control_topic=f"{run}.control", partitions=2, model_dir=str(tiny_model_dir),
+        embed_batch_size=16, embed_max_wait_s=0.2, home=str(tmp_path / "home"))
+    ensure_topics(settings)
+    items = list(contest_docs.items())[:240]
+    texts = [parse_html(raw, doc_id).title for doc_id, raw in items]
+    student = build_tiny_student(tmp_path / "student", tiny_model_dir, texts)
+    halves = []
+    for n, part in enumerate((items[:120], items[120:])):
+        crawl = tmp_path / f"crawl{n}"
+        crawl.mkdir()
+        for doc_id, raw in part:
+            (crawl / f"{doc_id}.html").write_bytes(raw)
+        halves.append(crawl)
+
+    with Workers(settings, ["parse", "embed", "cluster"], log_dir=tmp_path / "logs") as workers:
+        first = publish(settings, [halves[0]], progress=False, rate=40.0)
+        reader = make_reader(settings, [settings.events_topic])
+        seen: set[str] = set()
+        for record in iter_records(reader, idle_timeout_s=None, stop=lambda: len(seen) >= 60 or bool(workers.dead())):
+            seen.add(record.key.decode())
+        reader.close()
+        # the switch lands while the first half is still flowing (documents 60..120 are in flight)
+        promote = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "students", "promote", str(student), "--home", settings.home,
+             "--bootstrap-servers", kafka_bootstrap, "--control-topic", settings.control_topic],
+            capture_output=True, text=True, timeout=120)
+        assert promote.returncode == 0, promote.stderr[-2000:]
+        second = publish(settings, [halves[1]], progress=False, rate=40.0)
+        books, events_per_doc, _ = collect(settings, first.keys + second.keys, workers)
+
+    keys = set(first.keys) | set(second.keys)
+    assert set(books.book.by_doc) == keys, "every document got an event"
+    assert books.book.conflicts == [], "no document got two different event ids"
+    versions = Counter(a.model_version for a in books.book.by_doc.values())
+    assert any(v.startswith("tiny-bert@") for v in versions)
+    assert any(v.startswith("tiny-student-cnn@") for v in versions), versions
+    assert all(books.book.by_doc[k].model_version.startswith("tiny-student") for k in second.keys[-20:])
+    assert "promoted" in promote.stdout and (Path(settings.home) / "registry" / "student" / "v1").exists()

@@ -153,3 +153,27 @@ def test_undated_documents_in_a_replayed_crawl_do_not_expire_the_window():
                                ingested_at_ms=1_790_000_000_000)  # ingested in 2026
     [x] = clusterer.assign([undated])
     assert clusterer.live_documents == 4 and x.event_size == 4
+
+
+def test_the_window_reuses_the_slots_of_dropped_buckets():
+    rng = np.random.default_rng(7)
+    clusterer = make(bucket_hours=6, window_hours=12, initial_capacity=64)
+    for day in range(1, 9):  # eight days, two buckets live at a time
+        centre = rng.standard_normal(DIM)
+        clusterer.assign(docs_for(topic_vectors(rng, centre, 40, 0.3), f"day{day}-", day=f"2019-11-{day:02d}"))
+        assert clusterer.live_documents == 40
+    assert clusterer.index.get_max_elements() <= 128, "deleted slots are reused, the index does not grow"
+    assert sum(clusterer.event_sizes().values()) == 40
+
+
+def test_restore_puts_decided_documents_back_without_deciding():
+    rng = np.random.default_rng(8)
+    centre = rng.standard_normal(DIM)
+    earlier = docs_for(topic_vectors(rng, centre, 6, 0.05), "old")
+    clusterer = make()
+    clusterer.restore(earlier, ["ev-story"] * 6)
+    assert clusterer.live_documents == 6 and clusterer.event_sizes() == {"ev-story": 6}
+    [again] = clusterer.assign(earlier[:1])
+    assert again.event_id == "ev-story", "a restored document keeps its event"
+    [new] = clusterer.assign(docs_for(topic_vectors(rng, centre, 1, 0.05), "new"))
+    assert new.event_id == "ev-story" and new.event_size == 7

@@ -53,12 +53,35 @@ def test_cluster_stage_dead_letters_bad_and_mismatched_vectors():
     import numpy as np
 
     good = EmbeddedDocument(doc_id="a", vector=np.ones(8, dtype=np.float32), model_version="m")
-    other = EmbeddedDocument(doc_id="b", vector=np.ones(4, dtype=np.float32), model_version="m2")
+    other = EmbeddedDocument(doc_id="b", vector=np.ones(4, dtype=np.float32), model_version="m")  # same model, 4-d?
     out = ClusterStage(SETTINGS).process([InRecord(b"a", good.to_bytes()), InRecord(b"b", other.to_bytes()),
                                           InRecord(b"c", b"not json")])
     reasons = sorted(DeadLetter.from_bytes(o.value).reason for o in out if o.topic == "news.dlq")
     assert reasons == ["bad-vector", "dimension-mismatch"]
     assert [o.key for o in out if o.topic == "news.events"] == [b"a"]
+
+
+def test_cluster_stage_gives_a_new_model_its_own_generation_and_keeps_known_documents_events():
+    import numpy as np
+
+    from pipeline.schemas import EventAssignment
+
+    def vector(model: str, doc_id: str, values, threshold=None) -> InRecord:
+        doc = EmbeddedDocument(doc_id=doc_id, vector=np.asarray(values, dtype=np.float32), model_version=model,
+                               cluster_threshold=threshold)
+        return InRecord(doc_id.encode(), doc.to_bytes())
+
+    stage = ClusterStage(SETTINGS)
+    first = stage.process([vector("old", "a", [1, 0, 0, 0]), vector("old", "b", [1, 0.01, 0, 0])])
+    old_event = {EventAssignment.from_bytes(o.value).event_id for o in first}
+    assert len(old_event) == 1
+    # the new model: another dimension and its own tuned threshold; "a" comes again (a redelivery re-embedded)
+    second = stage.process([vector("new", "a", [0, 1], 0.5), vector("new", "c", [1, 0], 0.5),
+                            vector("new", "d", [0.9, 0.5], 0.5)])
+    events = {o.key: EventAssignment.from_bytes(o.value).event_id for o in second}
+    assert events[b"a"] in old_event  # no second event id for a document
+    assert events[b"c"] not in old_event and events[b"c"] == events[b"d"]  # 0.87 >= the new model's 0.5
+    assert list(stage.generations) == ["old", "new"] and stage.generations["new"].config.threshold == 0.5
 
 
 def test_a_bug_costs_only_the_records_that_trigger_it():

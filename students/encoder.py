@@ -1,0 +1,83 @@
+"""A student folder as an encoder: the same ``encode(texts) -> (n, dim)`` as the teacher's, so the embed stage,
+``eval`` and ``bench`` take either."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from teacher.encoder import EncoderSettings, model_version, pick_device
+
+
+def is_student_folder(folder: str | Path) -> bool:
+    config = Path(folder) / "config.json"
+    return config.exists() and json.loads(config.read_text()).get("model_type") == "newsevents-student"
+
+
+class StudentEncoder:
+    def __init__(self, folder: str | Path, device: str = "auto", max_length: int = 256, threads: int | None = None,
+                 quantize: str | None = None):
+        import torch
+        from transformers import AutoTokenizer
+
+        from students.modeling import StudentModel
+
+        self.folder = Path(folder)
+        self.settings = EncoderSettings.from_folder(self.folder)
+        self.device = pick_device(device)
+        self.max_length = max_length
+        if threads:
+            torch.set_num_threads(threads)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
+        model = StudentModel.from_pretrained(self.folder, dtype=torch.float32).eval()
+        if quantize == "int8":
+            if self.device != "cpu":
+                raise ValueError("int8 dynamic quantisation is a CPU option")
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear, torch.nn.GRU, torch.nn.LSTM},
+                                                           dtype=torch.qint8)
+        self.model = model.to(self.device)
+        self.dim = int(self.model.config.output_dim)
+        self.version = model_version(self.folder) + (f"+{quantize}" if quantize else "")
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer([self.settings.prefix + t for t in texts], truncation=True,
+                              max_length=self.max_length)["input_ids"]
+
+    def encode_ids(self, token_lists: list, batch_size: int = 128) -> np.ndarray:
+        """Token id lists (already in the student's vocabulary) → unit vectors, in input order."""
+        return encode_token_lists(self.model, token_lists, self.device, batch_size)
+
+    def encode(self, texts: list[str], batch_size: int = 128) -> np.ndarray:
+        return self.encode_ids(self.tokenize(texts), batch_size)
+
+
+def encode_token_lists(model, token_lists: list, device: str, batch_size: int = 128) -> np.ndarray:
+    import torch
+
+    out = np.zeros((len(token_lists), model.config.output_dim), dtype=np.float32)
+    order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))  # less padding
+    pad = model.config.pad_token_id
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            input_ids, mask = pad_batch([token_lists[i] for i in idx], pad)
+            vectors = model(input_ids.to(device), mask.to(device))
+            out[idx] = torch.nn.functional.normalize(vectors.float(), dim=-1).cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+def pad_batch(token_lists: list, pad_id: int):
+    import torch
+
+    length = max(1, max(len(t) for t in token_lists))
+    input_ids = torch.full((len(token_lists), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(token_lists), length), dtype=torch.long)
+    for row, tokens in enumerate(token_lists):
+        input_ids[row, :len(tokens)] = torch.as_tensor(np.asarray(tokens, dtype=np.int64))
+        mask[row, :len(tokens)] = 1
+    return input_ids, mask

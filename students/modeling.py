@@ -1,0 +1,146 @@
+"""The student zoo of the seed paper (Trofimchuk 2022, Table 7) as one Hugging Face model class.
+
+token ids → embeddings (64 or 128) → sequence encoder → aggregation → one linear layer per teacher head.
+
+* encoders: ``gru`` / ``lstm`` (1-2 layers, bidirectional or not), ``transformer`` (a small encoder with learned
+  positions), ``cnn`` (stacked 1-D convolutions), ``ffn`` (a per-token MLP: a bag of embeddings);
+* aggregation: ``mean`` or ``attentive`` (``a_t = softmax(MLP(h_t))``, ``c = Σ a_t h_t``), padding masked in both,
+  or ``cls`` (the state at the first position, the ``<s>`` token);
+* heads: one linear layer per teacher, ``{"e5": 384}`` by default; with several teachers the first is the one
+  the stream serves (the others only shape training, DvBERT-style).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+
+ENCODERS = ("gru", "lstm", "transformer", "cnn", "ffn")
+AGGREGATIONS = ("mean", "attentive", "cls")
+
+
+class StudentConfig(PretrainedConfig):
+    model_type = "newsevents-student"
+
+    def __init__(self, encoder: str = "gru", num_layers: int = 2, bidirectional: bool = True,
+                 embedding_dim: int = 128, hidden_dim: int = 128, aggregation: str = "attentive",
+                 heads: dict[str, int] | None = None, vocab_size: int = 250_002, pad_token_id: int = 1,
+                 dropout: float = 0.1, num_attention_heads: int = 4, max_positions: int = 512, kernel_size: int = 3,
+                 **kwargs):
+        if encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, not {encoder!r}")
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, not {aggregation!r}")
+        self.encoder = encoder
+        self.num_layers = num_layers
+        self.bidirectional = bidirectional
+        self.embedding_dim = embedding_dim
+        self.hidden_dim = hidden_dim
+        self.aggregation = aggregation
+        self.heads = dict(heads or {"e5": 384})
+        self.vocab_size = vocab_size
+        self.dropout = dropout
+        self.num_attention_heads = num_attention_heads
+        self.max_positions = max_positions
+        self.kernel_size = kernel_size
+        super().__init__(pad_token_id=pad_token_id, **kwargs)
+
+    @property
+    def primary_head(self) -> str:
+        return next(iter(self.heads))
+
+    @property
+    def output_dim(self) -> int:
+        return self.heads[self.primary_head]
+
+    @property
+    def arch_name(self) -> str:
+        """Short name for tables: bigru-2x128-attentive-e64."""
+        prefix = "bi" if self.bidirectional and self.encoder in ("gru", "lstm") else ""
+        return (f"{prefix}{self.encoder}-{self.num_layers}x{self.hidden_dim}-{self.aggregation}"
+                f"-e{self.embedding_dim}")
+
+
+class StudentModel(PreTrainedModel):
+    config_class = StudentConfig
+    base_model_prefix = "student"
+    main_input_name = "input_ids"
+
+    def __init__(self, config: StudentConfig):
+        super().__init__(config)
+        c = config
+        self.embeddings = nn.Embedding(c.vocab_size, c.embedding_dim, padding_idx=c.pad_token_id)
+        self.dropout = nn.Dropout(c.dropout)
+        if c.encoder in ("gru", "lstm"):
+            rnn = nn.GRU if c.encoder == "gru" else nn.LSTM
+            self.rnn = rnn(c.embedding_dim, c.hidden_dim, num_layers=c.num_layers, batch_first=True,
+                           bidirectional=c.bidirectional, dropout=c.dropout if c.num_layers > 1 else 0.0)
+            width = c.hidden_dim * (2 if c.bidirectional else 1)
+        elif c.encoder == "transformer":
+            self.input_projection = (nn.Linear(c.embedding_dim, c.hidden_dim) if c.embedding_dim != c.hidden_dim
+                                     else nn.Identity())
+            self.positions = nn.Embedding(c.max_positions, c.hidden_dim)
+            layer = nn.TransformerEncoderLayer(c.hidden_dim, c.num_attention_heads, dim_feedforward=2 * c.hidden_dim,
+                                               dropout=c.dropout, batch_first=True, norm_first=True)
+            self.transformer = nn.TransformerEncoder(layer, c.num_layers, enable_nested_tensor=False)
+            width = c.hidden_dim
+        elif c.encoder == "cnn":
+            self.convolutions = nn.ModuleList(
+                nn.Conv1d(c.embedding_dim if i == 0 else c.hidden_dim, c.hidden_dim, c.kernel_size,
+                          padding=c.kernel_size // 2) for i in range(c.num_layers))
+            width = c.hidden_dim
+        else:  # ffn
+            self.token_mlp = nn.Sequential(*[m for i in range(c.num_layers) for m in (
+                nn.Linear(c.embedding_dim if i == 0 else c.hidden_dim, c.hidden_dim), nn.ReLU())])
+            width = c.hidden_dim
+        if c.aggregation == "attentive":
+            self.attention = nn.Sequential(nn.Linear(width, width // 2), nn.Tanh(), nn.Linear(width // 2, 1))
+        self.heads = nn.ModuleDict({name: nn.Linear(width, dim) for name, dim in c.heads.items()})
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.1)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+
+    def encode_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(batch, length) → the aggregated document state, before the heads."""
+        c = self.config
+        mask = attention_mask.bool()
+        x = self.dropout(self.embeddings(input_ids))
+        if c.encoder in ("gru", "lstm"):
+            lengths = mask.sum(1).clamp(min=1).cpu()
+            packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            h, _ = self.rnn(packed)
+            h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=input_ids.shape[1])
+        elif c.encoder == "transformer":
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device).clamp(max=c.max_positions - 1)
+            h = self.input_projection(x) + self.positions(positions)
+            h = self.transformer(h, src_key_padding_mask=~mask)
+        elif c.encoder == "cnn":
+            h = x.transpose(1, 2)
+            for conv in self.convolutions:
+                h = torch.relu(conv(h)) * mask.unsqueeze(1)  # padding stays zero and does not leak in
+            h = h.transpose(1, 2)
+        else:
+            h = self.token_mlp(x)
+        h = self.dropout(h)
+        if c.aggregation == "cls":
+            return h[:, 0]
+        if c.aggregation == "attentive":
+            scores = self.attention(h).squeeze(-1).masked_fill(~mask, float("-inf"))
+            weights = torch.softmax(scores, dim=1).nan_to_num(0.0)
+        else:
+            weights = mask.float() / mask.sum(1, keepdim=True).clamp(min=1)
+        return (weights.unsqueeze(-1) * h).sum(1)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                all_heads: bool = False) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The primary head's vectors (unnormalised), or every head's when ``all_heads``."""
+        state = self.encode_tokens(input_ids, attention_mask)
+        if all_heads:
+            return {name: head(state) for name, head in self.heads.items()}
+        return self.heads[self.config.primary_head](state)

@@ -1,0 +1,74 @@
+"""The student zoo, vocabulary pruning, save/load, and the registry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.parse import parse_html
+from students.encoder import StudentEncoder, pad_batch
+from students.modeling import ENCODERS, StudentConfig, StudentModel
+from students.registry import Registry
+from students.vocab import prune_tokenizer, seen_token_ids
+from tiny_model import build_tiny_student
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+@pytest.mark.parametrize("aggregation", ["mean", "attentive", "cls"])
+def test_every_student_ignores_padding(encoder, aggregation):
+    torch.manual_seed(0)
+    model = StudentModel(StudentConfig(encoder=encoder, aggregation=aggregation, num_layers=2, embedding_dim=16,
+                                       hidden_dim=16, heads={"e5": 12, "use": 8}, vocab_size=50, dropout=0.0)).eval()
+    short, long = [0, 5, 6, 7, 2], [0, 9, 8, 7, 6, 5, 4, 3, 2]
+    alone, _ = pad_batch([short], 1)
+    together, mask = pad_batch([short, long], 1)
+    with torch.no_grad():
+        a = model(alone, torch.ones_like(alone))
+        b = model(together, mask)
+        heads = model(together, mask, all_heads=True)
+    assert a.shape == (1, 12) and {k: v.shape[1] for k, v in heads.items()} == {"e5": 12, "use": 8}
+    assert torch.allclose(a[0], b[0], atol=1e-5), "padding changed a document's vector"
+
+
+def test_pruned_tokenizer_reproduces_the_teachers_ids(tiny_model_dir, contest_docs, tmp_path):
+    from transformers import AutoTokenizer
+
+    teacher = AutoTokenizer.from_pretrained(tiny_model_dir)
+    texts = [parse_html(raw, doc_id).title for doc_id, raw in list(contest_docs.items())[:80]]
+    original = [np.asarray(t) for t in teacher(texts)["input_ids"]]
+    old_to_new = prune_tokenizer(tiny_model_dir, seen_token_ids(original), tmp_path / "pruned")
+    pruned = AutoTokenizer.from_pretrained(tmp_path / "pruned")
+    assert len(pruned) < 5000 < len(teacher)
+    for text, ids in zip(texts, original):
+        assert pruned(text)["input_ids"] == old_to_new[ids].tolist()
+    unseen = pruned("ჯერჯერობით")["input_ids"]  # Georgian: not in the Russian/English titles
+    assert pruned.unk_token_id in unseen or len(unseen) > 2
+
+
+def test_student_folder_round_trips_and_serves_like_a_teacher(tiny_model_dir, contest_docs, tmp_path):
+    from pipeline.embed import load_encoder
+
+    texts = [parse_html(raw, doc_id).title for doc_id, raw in list(contest_docs.items())[:40]]
+    folder = build_tiny_student(tmp_path / "student", tiny_model_dir, texts, encoder="gru")
+    encoder = load_encoder(folder)
+    assert isinstance(encoder, StudentEncoder) and encoder.version.startswith("tiny-student-gru@")
+    vectors = encoder.encode(texts[:10])
+    assert vectors.shape == (10, 16) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    again = StudentEncoder(folder).encode(texts[:10], batch_size=3)
+    assert np.allclose(vectors, again, atol=1e-5), "batching or reloading changed vectors"
+
+
+def test_registry_versions_and_promotes(tiny_model_dir, contest_docs, tmp_path):
+    texts = [parse_html(raw, doc_id).title for doc_id, raw in list(contest_docs.items())[:20]]
+    a = build_tiny_student(tmp_path / "a", tiny_model_dir, texts, seed=1)
+    b = build_tiny_student(tmp_path / "b", tiny_model_dir, texts, seed=2)
+    registry = Registry(tmp_path / "registry")
+    assert registry.promoted() is None
+    v1 = registry.register(a)
+    assert registry.register(a) == v1, "the same weights twice are one version"
+    v2 = registry.register(b)
+    assert [p.name for p in registry.versions()] == ["v1", "v2"]
+    promotion = registry.promote(v2)
+    assert registry.promoted() == promotion and promotion.threshold == 0.99999
+    assert promotion.model_dir == str(v2.resolve())
