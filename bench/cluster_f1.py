@@ -83,8 +83,19 @@ def main() -> None:
     parser.add_argument("--labels", help="a `newsevents teacher label` folder to read vectors from instead")
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--thresholds", default="0.86,0.87,0.88,0.89,0.90,0.91,0.92")
+    parser.add_argument("--center-on", metavar="LABELS",
+                        help="subtract the mean vector of this label folder (e.g. the teacher's corpus labels) "
+                             "and renormalise: what a student with centred targets learns")
     args = parser.parse_args()
     docs = embedded_corpus(args)
+    if args.center_on:
+        from teacher.label import read_shards
+
+        centre = np.concatenate([s["vectors"] for s in read_shards(Path(args.center_on))]).mean(axis=0)
+        print(f"centred on the mean of {args.center_on} (norm {np.linalg.norm(centre):.3f})")
+        for doc in docs:
+            vector = doc.vector - centre
+            doc.vector = (vector / np.linalg.norm(vector)).astype(np.float32)
     pairs = read_pairs(args.pairs)
     print(f"{len(docs)} documents, {len(pairs)} pairs, model {docs[0].model_version}")
     print("F1 / precision / recall on the pairs; coh = mean pairwise similarity inside the 5 largest events")

@@ -83,11 +83,10 @@ class SyntheticStream:
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         start, first = 1_573_200_000, self.emitted
         self.emitted += count
+        seconds = (start + self.hours * 3600 * np.arange(first, first + count) / self.n).astype("datetime64[s]")
+        times = np.char.add(np.datetime_as_string(seconds, unit="s"), "+00:00").tolist()
         docs = [EmbeddedDocument(doc_id=str(first + i), vector=vectors[i], model_version="synthetic",
-                                 published_time=time.strftime(
-                                     "%Y-%m-%dT%H:%M:%S+00:00",
-                                     time.gmtime(start + self.hours * 3600 * (first + i) / self.n)))
-                for i in range(count)]
+                                 published_time=times[i]) for i in range(count)]
         return docs, [f"ev-true-{c}" for c in which]
 
 

@@ -576,10 +576,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoders", default="student,e5,e5+int8,use",
                    help="comma-separated: student (the served model: the shipped student, or --model-dir), e5, use, "
                         "or a model folder; each optionally +int8")
-    p.add_argument("--docs", type=int, default=128, help="documents per encoder measurement")
+    p.add_argument("--docs", type=int, default=64, help="documents per encoder measurement")
     p.add_argument("--batch-sizes", default="1,8,32")
     p.add_argument("--loads", default="2,8", help="offered loads (docs/s) for the stream")
-    p.add_argument("--seconds-per-load", type=float, default=30.0)
+    p.add_argument("--seconds-per-load", type=float, default=20.0)
     p.add_argument("--cluster-sizes", default="10000,100000,1000000", help="window sizes to measure at")
     p.add_argument("--cluster-measured-docs", type=int, default=5000,
                    help="documents timed through assign at each size (the rest of the window is bulk-restored)")
@@ -643,6 +643,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gold-labels", help="teacher labels of the gold pairs' documents")
     p.add_argument("--gold-exclude-day", help="keep this day's pairs (YYYY-MM-DD) out of training, to measure on")
     p.add_argument("--seed", type=int)
+    p.add_argument("--random-init", dest="init_from_teacher", action="store_false", default=None,
+                   help="token embeddings from noise instead of the teacher's (PCA-reduced)")
+    p.add_argument("--raw-targets", dest="center_targets", action="store_false", default=None,
+                   help="distil the teacher's vectors as they are, not centred on their mean")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_settings(p, ("home", "device", "threads"))
     p.set_defaults(func=cmd_students_train)

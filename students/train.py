@@ -192,21 +192,22 @@ def train(label_dirs: list[str], out_dir: str | Path, settings: TrainSettings, *
     train_tokens = [old_to_new[t] for t in train_data.tokens]
     val_tokens = [old_to_new[t] for t in val_data.tokens]
     lengths = np.array([len(t) for t in train_tokens])
-    gold = None
-    if gold_source is not None:
-        from pipeline.evaluate import read_pairs
-
-        pairs = read_pairs(settings.gold_pairs)
-        if settings.gold_exclude_day:
-            day = settings.gold_exclude_day.replace("-", "")
-            pairs = [p for p in pairs if not _doc_day_is(p.first, day, dev_inputs)]
-        gold = GoldPairs(pairs, gold_source, old_to_new)
-
     dev = None
     if dev_pairs and dev_inputs:
         dev = load_dev_set(dev_pairs, dev_inputs, tokenizer, data.recipe.get("prefix", ""), data.recipe["max_chars"],
                            settings.max_tokens)
         dev_ids = {d.doc_id for d in dev.docs}
+    gold = None
+    if gold_source is not None:
+        from pipeline.evaluate import day_of, read_pairs
+
+        pairs = read_pairs(settings.gold_pairs)
+        if settings.gold_exclude_day:
+            if dev is None:
+                raise ValueError("--gold-exclude-day needs --dev-pairs and --dev-input (the documents' days)")
+            day = {d.doc_id: day_of(d.published_time) for d in dev.docs}
+            pairs = [p for p in pairs if day.get(p.first) != settings.gold_exclude_day]
+        gold = GoldPairs(pairs, gold_source, old_to_new)
     overlap = len(dev_ids & set(train_data.doc_ids))
 
     config = StudentConfig(encoder=settings.encoder, num_layers=settings.num_layers,
@@ -353,17 +354,6 @@ def teacher_token_embeddings(teacher_folder: Path, old_to_new: np.ndarray, vocab
     reduced = rows @ components[:dim].T if dim <= components.shape[0] else np.pad(rows, ((0, 0), (0, dim - rows.shape[1])))
     reduced *= 1.0 / (np.linalg.norm(reduced, axis=1).mean() + 1e-9)  # rows of unit norm on average
     return reduced.astype(np.float32)
-
-
-def _doc_day_is(doc_id: str, day: str, dev_inputs: list[str] | None) -> bool:
-    """Contest file ids do not carry their day: look it up once from the dev inputs' parsed documents."""
-    global _DAY_OF
-    if "_DAY_OF" not in globals():
-        from pipeline.documents import InputStats, iter_documents
-
-        _DAY_OF = {d.doc_id: (d.published_time or "")[:10].replace("-", "")
-                   for d in iter_documents(dev_inputs or [], InputStats())}
-    return _DAY_OF.get(doc_id, "") == day
 
 
 def save_student(model, tokenizer_dir: Path, folder: Path, data: DistillationData, settings: TrainSettings,

@@ -72,3 +72,34 @@ def test_registry_versions_and_promotes(tiny_model_dir, contest_docs, tmp_path):
     promotion = registry.promote(v2)
     assert registry.promoted() == promotion and promotion.threshold == 0.99999
     assert promotion.model_dir == str(v2.resolve())
+
+
+def test_several_teachers_join_by_document_and_unlabelled_tokens_come_from_the_inputs(tiny_model_dir, contest_docs,
+                                                                                      tmp_path):
+    from transformers import AutoTokenizer
+
+    from pipeline.documents import InputStats, iter_documents
+    from students.data import load_distillation_data
+    from teacher import load_teacher
+    from teacher.label import label
+
+    crawl = tmp_path / "crawl"
+    crawl.mkdir()
+    for doc_id, raw in list(contest_docs.items())[:30]:
+        (crawl / f"{doc_id}.html").write_bytes(raw)
+    docs = list(iter_documents([str(crawl)], InputStats()))
+    tiny = load_teacher(str(tiny_model_dir), home=tmp_path)
+    label(docs[:12], tiny, tmp_path / "tiny", max_chars=1500, progress=False)
+    label(docs, load_teacher("use", home=tmp_path), tmp_path / "use", max_chars=1500, progress=False)
+    data = load_distillation_data([tmp_path / "tiny", tmp_path / "use"], [str(crawl)],
+                                  AutoTokenizer.from_pretrained(tiny_model_dir), cache=tmp_path / "tokens.npz")
+    assert list(data.heads) == ["tiny_bert", "use"] and data.heads["use"] == 512
+    assert len(data) == len(docs) and data.has_target["tiny_bert"].sum() == 12 and data.has_target["use"].all()
+    # documents only USE labelled are tokenised like the primary teacher tokenised its own
+    from pipeline.embed import document_text
+
+    row = data.doc_ids.index(docs[-1].doc_id)
+    _, expected = tiny.encode([document_text(docs[-1])], return_tokens=True)
+    assert data.tokens[row].tolist() == expected[0].tolist()
+    again = load_distillation_data([tmp_path / "tiny", tmp_path / "use"], cache=tmp_path / "tokens.npz")
+    assert len(again) == len(docs), "the token cache serves a rerun without the inputs"
