@@ -304,7 +304,9 @@ def train(label_dirs: list[str], out_dir: str | Path, settings: TrainSettings, *
             val_loss = float(np.mean([float(batch_loss(val_rows[i:i + 256], val_tokens, val_data))
                                       for i in range(0, len(val_rows), 256)])) if len(val_rows) else float("nan")
             primary_vectors = encode_token_lists(model, val_tokens, device)
-            val_cosine = float(np.mean(np.sum(primary_vectors * val_data.targets[primary], axis=1)))
+            labelled = val_data.has_target[primary]  # documents only another teacher labelled have no e5 target
+            val_cosine = float(np.mean(np.sum(primary_vectors[labelled] * val_data.targets[primary][labelled],
+                                              axis=1))) if labelled.any() else float("nan")
         scheduler.step(val_loss)
         row = {"epoch": epoch + 1, "train_loss": round(float(np.mean(train_losses)), 5), "val_loss": round(val_loss, 5),
                "val_cosine_to_teacher": round(val_cosine, 4), "lr": optimizer.param_groups[0]["lr"],
