@@ -30,7 +30,9 @@ def bench_encoders(settings: Settings, texts: list[str], encoders: list[str], ba
 
     rows = []
     for spec in encoders:
-        name, _, quantize = spec.partition("+")
+        name, _, quantize = spec.rpartition("+")
+        if quantize != "int8":  # a "+" inside a folder name is not a precision
+            name, quantize = spec, ""
         # "student"/"model": what the stream serves (the shipped student unless --model-dir says otherwise)
         encoder = load_teacher(str(settings.resolved_model_dir) if name in ("model", "student") else name,
                                home=settings.home_path,
