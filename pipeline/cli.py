@@ -397,6 +397,7 @@ def cmd_students_train(args: argparse.Namespace) -> int:
 def cmd_students_evaluate(args: argparse.Namespace) -> int:
     """Dev-pair F1 through the stream's clusterer and docs/s, student beside teacher, in one run."""
     from pipeline import bench
+    from pipeline.cluster import DEFAULT_THRESHOLD
     from pipeline.documents import InputStats, iter_documents
     from pipeline.embed import document_text, load_encoder
     from pipeline.evaluate import embedded_documents, evaluate, read_pairs
@@ -415,7 +416,7 @@ def cmd_students_evaluate(args: argparse.Namespace) -> int:
                                  settings.threads or None)
     for (role, spec), timing in zip(specs, speed):
         folder = settings.teacher_dir if spec == "e5" else Path(spec)
-        threshold = settings.threshold or read_cluster_threshold(folder) or 0.92
+        threshold = settings.threshold or read_cluster_threshold(folder) or DEFAULT_THRESHOLD
         if role == "teacher" and args.teacher_labels:
             docs, _, _ = embedded_documents(args.input, labels_dir=args.teacher_labels, max_chars=settings.max_chars)
         elif role == "teacher" and args.skip_teacher_f1:

@@ -28,6 +28,7 @@ from students.data import DistillationData, load_distillation_data
 from students.encoder import encode_token_lists, pad_batch
 from students.modeling import StudentConfig, StudentModel
 from students.vocab import prune_tokenizer
+from teacher.encoder import pick_device
 
 
 @dataclass
@@ -153,8 +154,7 @@ def train(label_dirs: list[str], out_dir: str | Path, settings: TrainSettings, *
     if settings.threads:
         torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
-    device = "cuda" if settings.device == "auto" and torch.cuda.is_available() else (
-        "cpu" if settings.device == "auto" else settings.device)
+    device = pick_device(settings.device)
     teacher_tokenizer = AutoTokenizer.from_pretrained(teacher_folder)
     dev_ids: set[str] = set()
     gold_source = None
