@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
 import faust
 
 from pipeline.config import Settings
-from pipeline.stages import STAGES, InRecord, Stage
+from pipeline.stages import STAGES, ClusterStage, InRecord, Stage
+from pipeline.state import StateError
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +72,21 @@ def make_app(settings: Settings, stage_name: str, stage: Stage | None = None) ->
 
     def get_stage() -> Stage:
         if "stage" not in holder:
-            holder["stage"] = stage or (embed_stage_following_promotions(settings, executor) if stage_name == "embed"
-                                        else STAGES[stage_name](settings))
+            if stage is not None:
+                holder["stage"] = stage
+            elif stage_name == "embed":
+                holder["stage"] = embed_stage_following_promotions(settings, executor)
+            elif stage_name == "cluster":
+                holder["stage"] = ClusterStage(settings, state_dir=settings.cluster_state_path)
+            else:
+                holder["stage"] = STAGES[stage_name](settings)
         return holder["stage"]
+
+    @app.on_before_shutdown.connect
+    async def close_stage(app, **kwargs) -> None:
+        # After the consumer stopped and the last batch was acked; on the stage's thread, after that batch.
+        if "stage" in holder:
+            await asyncio.get_running_loop().run_in_executor(executor, holder["stage"].close)
 
     @app.task
     async def warm_up() -> None:
@@ -86,7 +100,13 @@ def make_app(settings: Settings, stage_name: str, stage: Stage | None = None) ->
                               e.message.topic, e.message.partition, e.message.offset)
                      for e in events]
             current = await loop.run_in_executor(executor, get_stage)
-            results = await loop.run_in_executor(executor, current.process_safely, batch)
+            try:
+                results = await loop.run_in_executor(executor, current.process_safely, batch)
+            except (StateError, OSError):
+                # The stage cannot keep its state: stop hard, before acking, so nothing of this batch is
+                # committed; the supervisor restarts the worker, which recovers and is redelivered the batch.
+                log.critical("%s: state failure; exiting without committing this batch", stage_name, exc_info=True)
+                os._exit(70)
             for result in results:
                 topic = outputs.get(result.topic)
                 if topic is None:

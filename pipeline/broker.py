@@ -136,23 +136,40 @@ class EmbeddedBroker:
                     time.sleep(0.5)
 
     def start(self) -> "EmbeddedBroker":
-        env = dict(os.environ)
-        storage = "memory://tansu/"
+        self._env = dict(os.environ)
+        self._storage = "memory://tansu/"
         if self.durable_dir is not None:
-            env.update(self._start_s3())
-            storage = f"s3://{S3_BUCKET}/"
+            self._env.update(self._start_s3())
+            self._storage = f"s3://{S3_BUCKET}/"
+        self._start_tansu()
+        return self
+
+    def _start_tansu(self) -> None:
         url = f"tcp://127.0.0.1:{self.port}"
         cmd = [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-               "--storage-engine", storage]
-        proc = subprocess.Popen(cmd, stdout=self._log("tansu"), stderr=subprocess.STDOUT, env=env,
+               "--storage-engine", self._storage]
+        proc = subprocess.Popen(cmd, stdout=self._log("tansu"), stderr=subprocess.STDOUT, env=self._env,
                                 start_new_session=True)
         self.processes.append(proc)
+        self.broker_process = proc
         try:
             wait_for_port(self.port, 30, proc, "tansu")
         except BrokerError:
             self.stop()
             raise
-        return self
+
+    def restart_broker(self, kill: bool = True, down_s: float = 1.0) -> None:
+        """Stop the broker process (SIGKILL, or SIGTERM with ``kill=False``) and start it again on the same port
+        and storage; the storage server keeps running. In memory mode everything on the broker is lost."""
+        proc = self.broker_process
+        if kill:
+            proc.kill()
+            proc.wait()
+        else:
+            stop_processes([proc], timeout_s=10)
+        self.processes.remove(proc)
+        time.sleep(down_s)
+        self._start_tansu()
 
     def stop(self) -> None:
         stop_processes(reversed(self.processes), timeout_s=10, one_at_a_time=True)  # the broker before its storage

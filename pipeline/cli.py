@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -191,6 +192,57 @@ def cmd_demo(args: argparse.Namespace) -> int:
           and report["events_emitted"] + report["dead_lettered_after_parse"] == report["parsed"]
           and report["conflicting_event_ids"] == 0)
     print(orjson.dumps(report).decode() if args.json else ("every document accounted for" if ok else "NOT ACCOUNTED"))
+    return 0 if ok else 1
+
+
+def cmd_soak(args: argparse.Namespace) -> int:
+    from pipeline.demo import default_input
+    from pipeline.soak import SoakError, SoakPlan, run_soak
+
+    plan = SoakPlan(documents=args.documents, rate=args.rate, rounds=args.rounds, bad_inputs=args.bad_inputs,
+                    broker_restarts_per_round=args.broker_restarts, broker_kill=args.broker_kill, down_s=args.down,
+                    stall_timeout_s=args.stall_timeout, seed=args.seed,
+                    kill_stages=tuple(s for s in args.kill.split(",") if s))
+    unknown = set(plan.kill_stages) - {"parse", "embed", "cluster"}
+    if unknown:
+        return fail(f"--kill: unknown stages {sorted(unknown)}; stages are parse, embed, cluster")
+    for path in args.input or []:
+        if not Path(path).exists():
+            return fail(f"--input {path}: no such file or directory")
+    work_dir = Path(args.work_dir or tempfile.mkdtemp(prefix="newsevents-soak-"))
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)  # its reconnect errors while the broker restarts are the test
+    try:
+        report = run_soak(load_settings(args), plan, args.input or [str(default_input())], work_dir,
+                          progress=not args.json, say=(lambda _line: None) if args.json else print)
+    except SoakError as err:
+        return fail(str(err), 1)
+    result = report.to_dict()
+    ok = report.ok
+    if not args.json:
+        print("\n".join(report.lines()))
+    if args.overload_seconds > 0:
+        from pipeline.broker import EmbeddedBroker
+        from pipeline.soak import run_backpressure
+
+        with EmbeddedBroker(log_dir=work_dir / "backpressure") as broker:
+            settings = load_settings(args).replace(bootstrap_servers=broker.bootstrap_servers,
+                                                   group_prefix="newsevents-backpressure")
+            try:
+                pressure = run_backpressure(settings, args.input or [str(default_input())], work_dir / "backpressure",
+                                            overload=10.0, overload_s=args.overload_seconds, backlog=300,
+                                            say=(lambda _line: None) if args.json else print)
+            except SoakError as err:
+                return fail(str(err), 1)
+        growth = pressure.rss_peak_mb - pressure.rss_baseline_mb
+        pressure_ok = pressure.final_lag == 0 and pressure.recovery_s is not None and growth < args.max_rss_growth_mb
+        ok = ok and pressure_ok
+        result["backpressure"] = {**pressure.__dict__, "offered_factor": pressure.offered_factor, "ok": pressure_ok}
+        if not args.json:
+            print("\n".join(pressure.lines()))
+            print(f"verdict    {'PASS' if pressure_ok else 'FAIL'} (lag back to 0; RSS growth under "
+                  f"{args.max_rss_growth_mb:.0f} MB)")
+    if args.json:
+        print(orjson.dumps(result).decode())
     return 0 if ok else 1
 
 
@@ -553,6 +605,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stall-timeout", type=float, default=300.0, help="give up after this many seconds without progress")
     add_settings(p, tuple(f.name for f in fields(Settings) if f.name != "bootstrap_servers"))
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("soak", help="the stream under kill -9 of each stage, broker restarts and hostile input; "
+                       "then checks nothing is lost or assigned two event ids")
+    p.add_argument("--input", action="append", metavar="PATH",
+                   help="dir, .tar.gz or JSONL of documents (default: the contest sample in ../shared/data)")
+    p.add_argument("--documents", type=int, default=3000, help="real documents to stream")
+    p.add_argument("--bad-inputs", type=int, default=2000, help="hostile inputs mixed in (pipeline/fuzz.py)")
+    p.add_argument("--rate", type=float, default=25.0,
+                   help="documents (and bad inputs) offered per second; keep it under what the embed worker "
+                        "sustains (the teacher on 2 CPU cores: ~9/s, ~20/s with --quantize int8)")
+    p.add_argument("--rounds", type=int, default=2, help="fault rounds: each kills every --kill stage once")
+    p.add_argument("--kill", default="parse,embed,cluster", help="stages to kill -9 in each round (comma list)")
+    p.add_argument("--broker-restarts", type=int, default=1, help="broker restarts per round")
+    p.add_argument("--broker-kill", action="store_true",
+                   help="restart the broker with SIGKILL instead of SIGTERM (tansu 0.6 then loses a few "
+                        "acknowledged records: see README)")
+    p.add_argument("--down", type=float, default=2.0, help="seconds a killed process stays down")
+    p.add_argument("--stall-timeout", type=float, default=180.0, help="give up after this many seconds without progress")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overload-seconds", type=float, default=10.0,
+                   help="then offer the embed worker 10x what it sustains for this long and check its memory and "
+                        "lag (0: skip)")
+    p.add_argument("--max-rss-growth-mb", type=float, default=1024.0, help="embed worker memory growth allowed then")
+    p.add_argument("--work-dir", help="broker storage, cluster state and logs (default: a temporary folder)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    add_settings(p, tuple(f.name for f in fields(Settings) if f.name not in ("bootstrap_servers", "cluster_state_dir")))
+    p.set_defaults(func=cmd_soak)
 
     p = sub.add_parser("eval", help="pair F1/precision/recall of the clusterer on labelled pairs (Dialogue 2021)")
     p.add_argument("--pairs", required=True, help="TSV: first_doc/second_doc or first_url/second_url, quality")

@@ -20,15 +20,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import hnswlib
 import numpy as np
+import orjson
 
 from pipeline.schemas import EmbeddedDocument, EventAssignment
 
@@ -280,6 +283,45 @@ class IncrementalClusterer:
         with self._lock:
             return self._assignment(doc, self.doc_events[doc.doc_id], 1.0, doc.doc_id,
                                     now_ms if now_ms is not None else int(time.time() * 1000))
+
+    # --- persistence ------------------------------------------------------------------------------------
+    def save(self, folder: Path) -> None:
+        """The whole window into ``folder`` (which must exist): hnswlib's index file, the event sums as .npy
+        and the bookkeeping as JSON. The caller makes it atomic (``pipeline.state``)."""
+        with self._lock:
+            self.index.save_index(str(folder / "index.bin"))
+            event_ids = list(self.events)
+            sums = (np.stack([self.events[e].vector_sum for e in event_ids]) if event_ids
+                    else np.zeros((0, self.config.dim), dtype=np.float32))
+            np.save(folder / "event_sums.npy", sums.astype(np.float32))
+            (folder / "clusterer.json").write_bytes(orjson.dumps({
+                "config": dataclasses.asdict(self.config),
+                "capacity": self.index.get_max_elements(),
+                "next_label": self.next_label,
+                "newest_bucket": self.newest_bucket,
+                "buckets": {str(n): labels for n, labels in self.buckets.items()},
+                "labels": list(self.label_docs), "label_docs": list(self.label_docs.values()),
+                "doc_events": self.doc_events,
+                "event_ids": event_ids, "event_sizes": [self.events[e].size for e in event_ids],
+            }))
+
+    @classmethod
+    def load(cls, folder: Path) -> "IncrementalClusterer":
+        state = orjson.loads((folder / "clusterer.json").read_bytes())
+        clusterer = cls(ClusterConfig(**state["config"]))
+        index = hnswlib.Index(space="ip", dim=clusterer.config.dim)
+        index.load_index(str(folder / "index.bin"), max_elements=state["capacity"], allow_replace_deleted=True)
+        index.set_ef(max(clusterer.config.hnsw_ef, clusterer.config.neighbours))
+        clusterer.index = index
+        clusterer.next_label = state["next_label"]
+        clusterer.newest_bucket = state["newest_bucket"]
+        clusterer.buckets = {int(n): labels for n, labels in state["buckets"].items()}
+        clusterer.label_docs = dict(zip(state["labels"], state["label_docs"]))
+        clusterer.doc_events = state["doc_events"]
+        sums = np.load(folder / "event_sums.npy")
+        clusterer.events = {e: _Event(sums[row].copy(), size)
+                            for row, (e, size) in enumerate(zip(state["event_ids"], state["event_sizes"]))}
+        return clusterer
 
     # --- introspection ------------------------------------------------------------------------------------
     @property

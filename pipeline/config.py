@@ -60,6 +60,9 @@ class Settings:
     hnsw_ef: int = ClusterConfig.hnsw_ef
     cluster_batch_size: int = 256
     cluster_max_wait_s: float = 0.2
+    cluster_state_dir: str = ""  # snapshots + write-ahead log; empty: <home>/state/<group_prefix>-cluster
+    snapshot_every_docs: int = 50_000  # new decisions between snapshots (the log replays at most this many)
+    snapshot_every_s: float = 300.0
     # local state
     home: str = str(default_home())
 
@@ -82,6 +85,11 @@ class Settings:
                 return folder
         shipped = Path(__file__).resolve().parent.parent / "students" / "default"
         return shipped if (shipped / "config.json").exists() else self.teacher_dir
+
+    @property
+    def cluster_state_path(self) -> Path:
+        return Path(self.cluster_state_dir) if self.cluster_state_dir else (
+            self.home_path / "state" / f"{self.group_prefix}-cluster")
 
     @property
     def teacher_dir(self) -> Path:

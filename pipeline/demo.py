@@ -83,13 +83,15 @@ def run_demo(settings: Settings, inputs: list[str] | None = None, limit: int | N
             raise DemoError(f"--input {path}: no such file or directory")
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix="newsevents-demo-"))
     ensure_model(settings)  # before the workers start, so they do not race to provision
+    if not settings.cluster_state_dir:  # the demo's broker is new each run: so is the clusterer's state
+        settings = settings.replace(cluster_state_dir=str(log_dir / "cluster-state"))
     with EmbeddedBroker(log_dir=log_dir) as broker:
         settings = settings.replace(bootstrap_servers=broker.bootstrap_servers)
         ensure_topics(settings)
         with Workers(settings, ["parse", "embed", "cluster"], log_dir=log_dir) as workers:
             reader = make_reader(settings, [settings.docs_topic, settings.events_topic, settings.dlq_topic])
             if warm_up:
-                _warm_up(settings, reader, workers, stall_timeout_s)
+                warm_up_pipeline(settings, reader, workers, stall_timeout_s)
             started = time.time()
             summary = publish(settings, inputs, limit=limit, progress=progress, rate=rate, skip=skip)
             if summary.published == 0:
@@ -120,7 +122,7 @@ WARM_UP_HTML = (b'<html><head><meta property="og:title" content="newsevents warm
                 b'<p>A document that goes through every stage before the measured ones.</p></article></body></html>')
 
 
-def _warm_up(settings: Settings, reader, workers: Workers, timeout_s: float) -> None:
+def warm_up_pipeline(settings: Settings, reader, workers: Workers, timeout_s: float) -> None:
     """One document end to end before the clock starts: the measured latency is the pipeline's, not the time
     workers take to load the model and join their consumer groups."""
     from pipeline.publish import make_producer

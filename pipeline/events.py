@@ -64,8 +64,10 @@ class EventBook:
     def __init__(self) -> None:
         self.by_doc: dict[str, EventAssignment] = {}
         self.conflicts: list[tuple[str, str, str]] = []  # (doc, first event, other event): must stay empty
+        self.records = 0  # event records read, duplicates included
 
     def add(self, assignment: EventAssignment) -> None:
+        self.records += 1
         previous = self.by_doc.get(assignment.doc_id)
         if previous is not None and previous.event_id != assignment.event_id:
             self.conflicts.append((assignment.doc_id, previous.event_id, assignment.event_id))

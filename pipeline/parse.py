@@ -15,6 +15,16 @@ from pipeline.schemas import Document
 
 MAX_HTML_BYTES = 2 * 1024 * 1024
 MAX_DEPTH = 400  # deeper than any real article; deeper is tag soup (and Python recursion would choke)
+# Checked on the raw markup before lexbor sees it: lexbor's tree building is quadratic in the depth of open
+# block elements (60,000 unclosed <div>s take 6 s, 400,000 minutes), so a hostile page could stall a worker.
+MAX_MARKUP_DEPTH = 2 * MAX_DEPTH
+MAX_ATTRIBUTES = 1000  # on one element; 50,000 take lexbor 5 s
+# Elements that never nest (void) or that the next sibling closes implicitly: they add no depth.
+_FLAT_TAGS = frozenset(
+    "area base br col embed hr img input link meta source track wbr param keygen "
+    "p li dt dd option optgroup tr td th tbody thead tfoot colgroup caption rb rt rp".split()
+)
+_TAG_RE = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9:-]{0,30})[^<>]*?(/?)>")
 
 # Elements that start a new line of text; everything else is inline and keeps its surrounding spaces.
 BLOCK_TAGS = frozenset(
@@ -61,6 +71,25 @@ def decode_html(raw: bytes, max_bytes: int = MAX_HTML_BYTES) -> str:
     if control > 0.05 * min(len(text), 4096):
         raise ParseError("binary", f"{control} control characters in the first 4 KiB")
     return text
+
+
+def check_markup(html: str) -> None:
+    """Refuse tag soup in one linear pass over the tags, before the tree builder sees it.
+
+    Depth is an upper bound that ignores implied end tags only for the elements in ``_FLAT_TAGS``: enough to
+    refuse 60,000 unclosed ``<div>``s, never enough to reject a real article (the deepest in the contest
+    sample is 15). Lexbor is also quadratic in one element's attribute count.
+    """
+    depth = 0
+    for match in _TAG_RE.finditer(html):
+        closing, tag, self_closing = match.groups()
+        if match.end() - match.start() > 8 * MAX_ATTRIBUTES and match.group(0).count("=") > MAX_ATTRIBUTES:
+            raise ParseError("tag-soup", f"a <{tag}> element with more than {MAX_ATTRIBUTES} attributes")
+        if tag.lower() in _FLAT_TAGS or self_closing:
+            continue
+        depth = max(0, depth - 1) if closing else depth + 1
+        if depth > MAX_MARKUP_DEPTH:
+            raise ParseError("tag-soup", f"elements nested more than {MAX_MARKUP_DEPTH} deep in the markup")
 
 
 def _clean(text: str) -> str:
@@ -138,6 +167,7 @@ def parse_html(raw: bytes, doc_id: str, *, source: str | None = None, ingested_a
     html = decode_html(raw, max_bytes)
     if "<" not in html or not re.search(r"<\s*(html|head|body|article|meta|p|div)\b", html, re.IGNORECASE):
         raise ParseError("not-html", "no HTML elements found")
+    check_markup(html)
     tree = LexborHTMLParser(html)
     article = tree.css_first("article")
     title = _meta(tree, "og:title")

@@ -22,6 +22,7 @@ from pipeline.embed import embed, load_encoder
 from pipeline.parse import ParseError, detect_language, parse_html, parse_time
 from pipeline.publish import HEADER_FORMAT, HEADER_SOURCE
 from pipeline.schemas import DeadLetter, Document, EmbeddedDocument
+from pipeline.state import ClusterStateStore, Decision, StateError
 from pipeline.sources import FORMAT_DOCUMENT_JSON
 
 log = logging.getLogger(__name__)
@@ -66,16 +67,26 @@ class Stage:
     def process(self, batch: list[InRecord]) -> list[OutRecord]:
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Called once on graceful shutdown, after the last batch."""
+
     def process_safely(self, batch: list[InRecord]) -> list[OutRecord]:
-        """``process``, but a bug can only cost the records that trigger it: they become ``internal-error`` letters."""
+        """``process``, but a bug can only cost the records that trigger it: they become ``internal-error`` letters.
+
+        Failures of the stage's own storage are not the records' fault: they propagate, and the worker stops
+        without committing (the batch is redelivered to its successor)."""
         try:
             return self.process(batch)
+        except (StateError, OSError):
+            raise
         except Exception:
             log.exception("%s: batch of %d failed; retrying record by record", self.name, len(batch))
         out: list[OutRecord] = []
         for record in batch:
             try:
                 out += self.process([record])
+            except (StateError, OSError):
+                raise
             except Exception as err:
                 out.append(self.dead_letter(record, "internal-error", f"{err!r}\n{traceback.format_exc(limit=3)}"))
         return out
@@ -89,12 +100,18 @@ def document_from_json(value: bytes, key: str, ingested_at_ms: int | None, sourc
         raise ParseError("bad-json", str(err)) from None
     if not isinstance(raw, dict):
         raise ParseError("bad-json", "a document must be a JSON object")
-    title, text = str(raw.get("title") or "").strip(), str(raw.get("text") or "").strip()
+
+    def text_field(name: str) -> str | None:  # crawlers put numbers, lists and nulls where strings belong
+        value = raw.get(name)
+        return value.strip() or None if isinstance(value, str) else None
+
+    title, text = text_field("title") or "", text_field("text") or ""
     if not title and not text:
-        raise ParseError("no-content", "no title and no text")
-    lang = raw.get("lang") if raw.get("lang") not in (None, "", "other") else detect_language(f"{title}\n{text}")
-    return Document(doc_id=key, title=title, text=text, url=raw.get("url"), site_name=raw.get("site_name"),
-                    published_time=parse_time(raw.get("published_time")), description=str(raw.get("description") or ""),
+        raise ParseError("no-content", "no title and no text (as strings)")
+    lang = text_field("lang")
+    lang = lang if lang not in (None, "other") else detect_language(f"{title}\n{text}")
+    return Document(doc_id=key, title=title, text=text, url=text_field("url"), site_name=text_field("site_name"),
+                    published_time=parse_time(raw.get("published_time")), description=text_field("description") or "",
                     lang=lang, source=source, ingested_at_ms=ingested_at_ms)
 
 
@@ -212,19 +229,40 @@ class ClusterStage(Stage):
     ``MAX_GENERATIONS``) for vectors of the old model still in flight. A document already assigned in any
     generation keeps that event, so a document embedded twice across a model switch (a redelivery) never gets
     a second event id.
+
+    With ``state_dir`` every batch's new decisions are logged durably before ``process`` returns them, and the
+    stage starts from what the folder holds (``pipeline.state``): a restarted worker gives every document it
+    already decided the same event id.
     """
 
     name = "cluster"
     MAX_GENERATIONS = 3
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, state_dir: str | Path | None = None):
         super().__init__(settings)
         self.generations: dict[str, IncrementalClusterer] = {}  # model version → clusterer, oldest first
+        self.offsets: dict[str, int] = {}  # "topic:partition" → last input offset decided
+        self.store: ClusterStateStore | None = None
+        if state_dir is not None:
+            self.store = ClusterStateStore(state_dir, settings.snapshot_every_docs, settings.snapshot_every_s)
+            recovered = self.store.recover(self._add_generation)
+            self.generations, self.offsets = recovered.generations, recovered.offsets
+            log.warning("cluster: state %s: snapshot %d + %d logged batches (%d documents, %d torn bytes cut); "
+                        "%d live documents; input decided up to %s", self.store.folder, recovered.snapshot,
+                        recovered.logged_batches, recovered.logged_documents, recovered.torn_bytes,
+                        sum(g.live_documents for g in self.generations.values()), self.offsets or "nothing")
 
     @property
     def clusterer(self) -> IncrementalClusterer | None:
         """The newest generation."""
         return next(reversed(self.generations.values()), None)
+
+    def _add_generation(self, version: str, config: ClusterConfig,
+                        generations: dict[str, IncrementalClusterer]) -> IncrementalClusterer:
+        clusterer = generations[version] = IncrementalClusterer(config)
+        while len(generations) > self.MAX_GENERATIONS:
+            generations.pop(next(iter(generations)))
+        return clusterer
 
     def _generation(self, doc: EmbeddedDocument) -> IncrementalClusterer:
         clusterer = self.generations.get(doc.model_version)
@@ -232,11 +270,11 @@ class ClusterStage(Stage):
             config = cluster_config(self.settings, len(doc.vector))
             if not self.settings.threshold and doc.cluster_threshold:  # a flag still wins over the model's own
                 config = dataclasses.replace(config, threshold=float(doc.cluster_threshold))
-            clusterer = self.generations[doc.model_version] = IncrementalClusterer(config)
+            clusterer = self._add_generation(doc.model_version, config, self.generations)
+            if self.store is not None:
+                self.store.log_generation(doc.model_version, config)
             log.warning("cluster: new generation for %s (%d-d, threshold %.3f)", doc.model_version, config.dim,
                         config.threshold)
-            while len(self.generations) > self.MAX_GENERATIONS:
-                self.generations.pop(next(iter(self.generations)))
         return clusterer
 
     def process(self, batch: list[InRecord]) -> list[OutRecord]:
@@ -260,10 +298,36 @@ class ClusterStage(Stage):
                 out.append(OutRecord(self.settings.events_topic, doc.doc_id.encode(), assignment.to_bytes()))
                 continue
             groups.setdefault(doc.model_version, []).append(doc)
-        for version, docs in groups.items():
-            for assignment in self.generations[version].assign(docs):
-                out.append(OutRecord(self.settings.events_topic, assignment.doc_id.encode(), assignment.to_bytes()))
+        decisions: list[Decision] = []
+        try:
+            for version, docs in groups.items():
+                generation = self.generations[version]
+                undecided = {d.doc_id for d in docs if d.doc_id not in generation.doc_events}
+                for doc, assignment in zip(docs, generation.assign(docs)):
+                    out.append(OutRecord(self.settings.events_topic, assignment.doc_id.encode(), assignment.to_bytes()))
+                    if doc.doc_id in undecided and generation.doc_events.get(doc.doc_id) == assignment.event_id:
+                        undecided.discard(doc.doc_id)  # once: a batch may carry a document twice
+                        decisions.append(Decision(doc, assignment.event_id))
+        finally:
+            # Even when a later group fails: what is decided in memory is logged before anything is produced
+            # (the record-by-record retry would emit it as already known).
+            for record in batch:
+                where = f"{record.topic}:{record.partition}"
+                if record.offset > self.offsets.get(where, -1):
+                    self.offsets[where] = record.offset
+            if self.store is not None and decisions:
+                self.store.log_batch(decisions, self.offsets)
+        if self.store is not None and self.store.snapshot_due():
+            self.store.snapshot(self.generations, self.offsets)
         return out
+
+    def close(self) -> None:
+        """Snapshot (a restart then replays no log) and release the state folder."""
+        if self.store is not None:
+            if self.store.logged_since_snapshot:
+                self.store.snapshot(self.generations, self.offsets)
+            self.store.close()
+            self.store = None
 
 
 STAGES = {"parse": ParseStage, "embed": EmbedStage, "cluster": ClusterStage}

@@ -1,0 +1,510 @@
+"""``newsevents soak``: the stream under faults, then an audit of what came out.
+
+A run starts a durable embedded broker (tansu on a local S3 server) and one worker per stage, publishes real
+documents mixed with hostile input at a steady rate, and meanwhile kills each stage with SIGKILL in turn
+(restarting it after ``down_s``) and restarts the broker. A supervisor loop restarts any worker that exits
+on its own, as systemd or Kubernetes would, and counts it. When everything published has settled it reads
+``news.events`` and ``news.dlq`` from the beginning and checks the delivery contract:
+
+* every published document has an event id or a dead letter with a reason (``lost`` = 0);
+* no document has two different event ids (``conflicting`` = 0);
+* duplicate records of the same (document, event) are allowed and counted: consumers dedupe by key.
+
+The fault tests in ``tests/integration/test_faults.py`` run the same harness, shortened.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from pipeline.broker import EmbeddedBroker
+from pipeline.config import Settings
+from pipeline.demo import Accounting, DemoError, warm_up_pipeline
+from pipeline.events import iter_records, make_reader
+from pipeline.fuzz import HostileInput, hostile_inputs
+from pipeline.publish import HEADER_FORMAT
+from pipeline.sources import SourceRecord, iter_sources
+from pipeline.stages import ensure_model
+from pipeline.supervise import Workers
+from pipeline.topics import ensure_topics
+
+STAGE_NAMES = ("parse", "embed", "cluster")
+
+
+class SoakError(RuntimeError):
+    pass
+
+
+@dataclass
+class SoakPlan:
+    documents: int = 3000
+    rate: float = 25.0  # documents offered per second
+    rounds: int = 2  # each round kills every stage once and restarts the broker once
+    kill_stages: tuple[str, ...] = STAGE_NAMES
+    broker_restarts_per_round: int = 1
+    # SIGTERM by default: tansu 0.6 on S3 loses a few acknowledged records when killed with SIGKILL (README)
+    broker_kill: bool = False
+    bad_inputs: int = 2000
+    down_s: float = 2.0  # a killed worker stays down this long
+    stall_timeout_s: float = 180.0  # give up when nothing settles for this long
+    seed: int = 0
+
+
+@dataclass
+class SoakReport:
+    documents: int = 0
+    bad_inputs: int = 0
+    published_records: int = 0  # including the publisher's own retries after a broker restart
+    kills: Counter = field(default_factory=Counter)
+    broker_restarts: int = 0
+    unexpected_exits: Counter = field(default_factory=Counter)
+    events_records: int = 0
+    documents_with_event: int = 0
+    events: int = 0  # distinct event ids among them
+    dead_lettered: int = 0
+    dead_letter_reasons: Counter = field(default_factory=Counter)
+    lost: list[str] = field(default_factory=list)
+    lost_at: dict[str, str] = field(default_factory=dict)  # lost key → the last topic that has it
+    conflicting: list[tuple[str, str, str]] = field(default_factory=list)
+    duplicate_event_records: int = 0
+    seconds: float = 0.0
+    broker_kill: bool = False
+    logs: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.lost and not self.conflicting
+
+    def lines(self) -> list[str]:
+        published = self.documents + self.bad_inputs
+        return [
+            f"streamed   {self.documents} documents + {self.bad_inputs} hostile inputs = {published} keys "
+            f"({self.published_records} records sent) in {self.seconds:.0f}s",
+            "faults     kill -9: " + (", ".join(f"{s} x{n}" for s, n in sorted(self.kills.items())) or "none")
+            + f"; broker restarts ({'kill -9' if self.broker_kill else 'SIGTERM'}): {self.broker_restarts}; "
+            + "unexpected worker exits: "
+            + (", ".join(f"{s} x{n}" for s, n in sorted(self.unexpected_exits.items())) or "0"),
+            f"settled    {self.documents_with_event} with an event id ({self.events} events), "
+            f"{self.dead_lettered} dead-lettered "
+            f"({', '.join(f'{r} {n}' for r, n in self.dead_letter_reasons.most_common(6))})",
+            f"checked    lost = {len(self.lost)}, conflicting event ids = {len(self.conflicting)}, "
+            f"duplicate (doc, same event) records = {self.duplicate_event_records}",
+            f"verdict    {'PASS' if self.ok else 'FAIL'}" + (f"; lost e.g. {self.lost[:5]}" if self.lost else "")
+            + (f" (last seen: {Counter(self.lost_at.values()).most_common()})" if self.lost_at else "")
+            + (f"; conflicts e.g. {self.conflicting[:3]}" if self.conflicting else ""),
+            f"logs       {self.logs}",
+        ]
+
+    def to_dict(self) -> dict:
+        raw = asdict(self)
+        raw.update(lost=len(self.lost), conflicting=len(self.conflicting), lost_examples=self.lost[:20],
+                   conflict_examples=self.conflicting[:20], ok=self.ok)
+        return raw
+
+
+def _documents(inputs: list[str | Path], count: int) -> list[SourceRecord]:
+    found: list[SourceRecord] = []
+    seen: set[str] = set()
+    for item in iter_sources(inputs):
+        if isinstance(item, SourceRecord) and item.key not in seen:
+            seen.add(item.key)
+            found.append(item)
+            if len(found) == count:
+                break
+    if len(found) < count:
+        raise SoakError(f"the inputs hold {len(found)} documents, {count} asked for")
+    return found
+
+
+class _Publisher(threading.Thread):
+    """Sends every record at ``rate`` and keeps re-sending what the broker did not acknowledge (a broker
+    restart fails in-flight sends), as a crawler's publisher must: nothing a user publishes may be lost."""
+
+    def __init__(self, settings: Settings, records: list[tuple[str, bytes, list]], rate: float):
+        super().__init__(daemon=True, name="soak-publisher")
+        self.settings, self.records, self.rate = settings, records, rate
+        self.sent = 0
+        self.acked: set[str] = set()
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def _producer(self):
+        from kafka import KafkaProducer
+
+        # Not idempotent: a restarted broker does not know the producer's sequence numbers. Duplicates in
+        # news.raw are harmless (every stage is idempotent per document id).
+        return KafkaProducer(bootstrap_servers=self.settings.bootstrap_servers, client_id="newsevents-soak",
+                             acks="all", linger_ms=20, retries=5, reconnect_backoff_max_ms=1000,
+                             max_request_size=self.settings.max_message_bytes + 64 * 1024, request_timeout_ms=10000)
+
+    def run(self) -> None:
+        try:
+            producer = self._producer()
+            pending = list(self.records)
+            started = time.monotonic()
+            attempt = 0
+            while pending and attempt < 20:
+                for n, (key, value, headers) in enumerate(pending):
+                    future = producer.send(self.settings.raw_topic, key=key.encode(), value=value, headers=headers)
+                    future.add_callback(lambda _meta, key=key: self._ack(key))
+                    self.sent += 1
+                    if attempt == 0:
+                        ahead = started + (n + 1) / self.rate - time.monotonic()
+                        if ahead > 0:
+                            time.sleep(ahead)
+                try:
+                    producer.flush(timeout=60)
+                except Exception:
+                    pass
+                with self._lock:
+                    pending = [r for r in pending if r[0] not in self.acked]
+                attempt += 1
+                if pending:
+                    time.sleep(2.0)
+            producer.close(timeout=10)
+            if pending:
+                raise SoakError(f"{len(pending)} records never acknowledged by the broker")
+        except BaseException as err:  # reported by the main thread
+            self.error = err
+
+    def _ack(self, key: str) -> None:
+        with self._lock:
+            self.acked.add(key)
+
+
+def _schedule(plan: SoakPlan, duration_s: float) -> list[tuple[float, str]]:
+    faults = []
+    for _ in range(plan.rounds):
+        faults += [f"kill:{s}" for s in plan.kill_stages] + ["broker"] * plan.broker_restarts_per_round
+    if not faults:
+        return []
+    start, end = 0.15 * duration_s, 0.85 * duration_s
+    step = (end - start) / max(1, len(faults) - 1)
+    return [(start + i * step, fault) for i, fault in enumerate(faults)]
+
+
+def run_soak(settings: Settings, plan: SoakPlan, inputs: list[str | Path], work_dir: str | Path,
+             progress: bool = True, say=print) -> SoakReport:
+    work_dir = Path(work_dir)
+    logs = work_dir / "logs"
+    report = SoakReport(logs=str(logs), broker_kill=plan.broker_kill)
+    rng = random.Random(plan.seed)
+    documents = _documents(inputs, plan.documents)
+    real_pages = [d.value for d in documents[:50] if d.format == "html"]
+    hostile: list[HostileInput] = list(hostile_inputs(plan.bad_inputs, plan.seed, real_pages, prefix="soak-fuzz"))
+    records = [(d.key, d.value, [(HEADER_FORMAT, d.format.encode())]) for d in documents]
+    records += [(h.key, h.value, h.headers) for h in hostile]
+    rng.shuffle(records)
+    report.documents, report.bad_inputs = len(documents), len(hostile)
+    ensure_model(settings)
+    began = started = time.monotonic()
+    with EmbeddedBroker(durable_dir=work_dir / "broker", log_dir=logs) as broker:
+        settings = settings.replace(bootstrap_servers=broker.bootstrap_servers,
+                                    cluster_state_dir=str(work_dir / "cluster-state"))
+        ensure_topics(settings)
+        with Workers(settings, list(STAGE_NAMES), log_dir=logs) as workers:
+            killed: set[str] = set()
+
+            def supervise() -> None:
+                for name, code in workers.dead().items():
+                    if name not in killed:
+                        report.unexpected_exits[name] += 1
+                        say(f"soak: {name} worker exited with {code}; restarting it")
+                        workers.start_one(name)
+
+            reader = make_reader(settings, [settings.events_topic, settings.dlq_topic])
+            try:  # faults start once a document has gone through every stage, not during start-up
+                warm_up_pipeline(settings, reader, workers, plan.stall_timeout_s)
+            except DemoError as err:
+                raise SoakError(str(err)) from None
+            finally:
+                reader.close()
+            started = time.monotonic()
+            publisher = _Publisher(settings, records, plan.rate)
+            publisher.start()
+            for at, fault in _schedule(plan, len(records) / plan.rate):
+                while time.monotonic() - started < at:
+                    supervise()
+                    time.sleep(0.2)
+                if fault == "broker":
+                    how = "kill -9" if plan.broker_kill else "SIGTERM"
+                    say(f"soak: {time.monotonic() - started:5.0f}s restarting the broker ({how}, durable storage)")
+                    broker.restart_broker(kill=plan.broker_kill, down_s=plan.down_s)
+                    report.broker_restarts += 1
+                else:
+                    stage = fault.split(":")[1]
+                    say(f"soak: {time.monotonic() - started:5.0f}s kill -9 {stage}")
+                    killed.add(stage)
+                    proc = workers.processes[stage]
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait()
+                    time.sleep(plan.down_s)
+                    workers.start_one(stage)
+                    killed.discard(stage)
+                    report.kills[stage] += 1
+            while publisher.is_alive():
+                supervise()
+                publisher.join(0.5)
+            if publisher.error is not None:
+                raise SoakError(f"publishing failed: {publisher.error}") from publisher.error
+            report.published_records = publisher.sent
+            books = _settle(settings, [r[0] for r in records], plan.stall_timeout_s, supervise, progress)
+            lost = books.published - books.settled
+            if lost:
+                report.lost_at = _trace(settings, lost)
+    report.seconds = time.monotonic() - began
+    _audit(report, books)
+    return report
+
+
+def _settle(settings: Settings, keys: list[str], stall_timeout_s: float, supervise, progress: bool) -> Accounting:
+    reader = make_reader(settings, [settings.events_topic, settings.dlq_topic])
+    books = Accounting.empty(keys)
+    bar = tqdm(total=len(keys), desc="settled", unit="doc", disable=not progress)
+    last = time.monotonic()
+
+    def done() -> bool:
+        supervise()
+        return len(books.settled) == len(keys) or time.monotonic() - last > stall_timeout_s
+
+    for record in iter_records(reader, idle_timeout_s=None, stop=done):
+        if books.add(record):
+            bar.update(1)
+            last = time.monotonic()
+    for record in iter_records(reader, idle_timeout_s=3.0):  # late duplicates or conflicts
+        books.add(record)
+    bar.close()
+    reader.close()
+    return books
+
+
+def _trace(settings: Settings, keys: set[str]) -> dict[str, str]:
+    """For documents that never settled: the furthest topic of the pipeline that holds them."""
+    last_seen = {key: "nowhere (not on news.raw)" for key in keys}
+    for topic in (settings.raw_topic, settings.docs_topic, settings.vectors_topic):
+        reader = make_reader(settings, [topic])
+        for record in iter_records(reader, idle_timeout_s=3.0):
+            key = (record.key or b"").decode("utf-8", "replace")
+            if key in last_seen:
+                last_seen[key] = topic
+        reader.close()
+    return last_seen
+
+
+def _audit(report: SoakReport, books: Accounting) -> None:
+    report.documents_with_event = len(set(books.book.by_doc) & books.published)
+    report.events = len({a.event_id for k, a in books.book.by_doc.items() if k in books.published})
+    dead = (set(books.dead) - set(books.book.by_doc)) & books.published
+    report.dead_lettered = len(dead)
+    report.dead_letter_reasons = Counter(f"{books.dead[k].stage}:{books.dead[k].reason}" for k in dead)
+    report.lost = sorted(books.published - books.settled)
+    report.conflicting = list(books.book.conflicts)
+    report.events_records = books.book.records
+    report.duplicate_event_records = books.book.records - len(books.book.by_doc)
+
+
+# --- backpressure ------------------------------------------------------------------------------------------
+
+@dataclass
+class BackpressureReport:
+    sustainable_rate: float = 0.0  # documents/s the embed worker drains a backlog at
+    offered_rate: float = 0.0  # what the overload phase aimed at (overload x sustainable)
+    achieved_rate: float = 0.0  # what the publisher managed
+    overload_s: float = 0.0
+    peak_lag: int = 0  # documents published and not yet embedded
+    rss_baseline_mb: float = 0.0  # embed worker, model loaded, before the overload
+    rss_peak_mb: float = 0.0  # during overload and recovery
+    lag_at_overload_end: int = 0
+    recovery_load: float = 0.5
+    recovery_s: float | None = None  # overload end → lag back under one batch, while recovery_load x goes on
+    final_lag: int = -1
+    plot: str = ""
+
+    @property
+    def offered_factor(self) -> float:
+        return self.achieved_rate / max(self.sustainable_rate, 1e-9)
+
+    def lines(self) -> list[str]:
+        recovered = f"{self.recovery_s:.1f}s" if self.recovery_s is not None else "never"
+        return [
+            f"sustainable  {self.sustainable_rate:.0f} docs/s (embed worker draining a backlog)",
+            f"overload     {self.achieved_rate:.0f} docs/s offered for {self.overload_s:.0f}s = "
+            f"{self.offered_factor:.1f}x sustainable (aimed at {self.offered_rate:.0f})",
+            f"lag          peak {self.peak_lag} documents; {self.lag_at_overload_end} when the overload stopped; "
+            f"back under one batch after {recovered} at {self.recovery_load}x load; {self.final_lag} at the end",
+            f"memory       embed worker RSS {self.rss_baseline_mb:.0f} MB before, peak {self.rss_peak_mb:.0f} MB "
+            f"(+{self.rss_peak_mb - self.rss_baseline_mb:.0f} MB)",
+            f"plot         {self.plot}",
+        ]
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+class _Counter(threading.Thread):
+    """Counts records arriving on a topic (every partition, no group)."""
+
+    def __init__(self, settings: Settings, topic: str):
+        super().__init__(daemon=True, name=f"count-{topic}")
+        self.reader = make_reader(settings, [topic])
+        self.count = 0
+        self.stopping = False
+
+    def run(self) -> None:
+        for _record in iter_records(self.reader, idle_timeout_s=None, stop=lambda: self.stopping):
+            self.count += 1
+        self.reader.close()
+
+
+def _parsed_documents(inputs: list[str | Path], limit: int) -> list[bytes]:
+    from pipeline.parse import ParseError, parse_html
+
+    found = []
+    for item in iter_sources(inputs):
+        if isinstance(item, SourceRecord) and item.format == "html":
+            try:
+                found.append(parse_html(item.value, item.key).to_bytes())
+            except ParseError:
+                continue
+            if len(found) == limit:
+                break
+    if not found:
+        raise SoakError("no parseable HTML documents in the inputs")
+    return found
+
+
+def run_backpressure(settings: Settings, inputs: list[str | Path], log_dir: str | Path, overload: float = 10.0,
+                     overload_s: float = 30.0, recovery_s: float = 600.0, recovery_load: float = 0.5,
+                     backlog: int = 1500, say=print) -> BackpressureReport:
+    """Offer the embed worker ``overload`` times what it sustains for ``overload_s``, then ``recovery_load``
+    times it for up to ``recovery_s`` (less once caught up): sample its memory and lag (documents on
+    ``news.docs`` not yet on ``news.vectors``) every 0.25 s."""
+    from kafka import KafkaProducer
+
+    log_dir = Path(log_dir)
+    report = BackpressureReport(overload_s=overload_s)
+    ensure_model(settings)
+    ensure_topics(settings)
+    documents = _parsed_documents(inputs, backlog)
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=20,
+                             batch_size=256 * 1024, max_request_size=settings.max_message_bytes + 64 * 1024)
+    published = 0
+
+    def send() -> None:
+        nonlocal published
+        value = documents[published % len(documents)]
+        producer.send(settings.docs_topic, key=f"bp-{published}".encode(), value=value)
+        published += 1
+
+    samples: list[tuple[float, int, float]] = []
+    with Workers(settings, ["embed"], log_dir=log_dir) as workers:
+        counter = _Counter(settings, settings.vectors_topic)
+        counter.start()
+        pid = workers.processes["embed"].pid
+
+        def wait_for(count: int, timeout_s: float) -> None:
+            deadline = time.monotonic() + timeout_s
+            while counter.count < count:
+                if workers.dead():
+                    raise SoakError(f"the embed worker exited: {workers.dead()}; logs in {log_dir}")
+                if time.monotonic() > deadline:
+                    raise SoakError(f"{counter.count}/{count} embedded after {timeout_s:.0f}s; logs in {log_dir}")
+                time.sleep(0.05)
+
+        send()
+        producer.flush()
+        wait_for(1, 180)
+        started = time.monotonic()
+        for n in range(len(documents)):
+            send()
+        producer.flush()
+        wait_for(published, 600)
+        report.sustainable_rate = len(documents) / (time.monotonic() - started)
+        report.rss_baseline_mb = _rss_mb(pid)
+        say(f"backpressure: sustainable {report.sustainable_rate:.0f} docs/s; overloading for {overload_s:.0f}s")
+
+        clock = time.monotonic()
+
+        def sample() -> None:
+            lag = published - counter.count
+            rss = _rss_mb(pid)
+            samples.append((time.monotonic() - clock, lag, rss))
+            report.peak_lag = max(report.peak_lag, lag)
+            report.rss_peak_mb = max(report.rss_peak_mb, rss)
+
+        def offer(rate: float, seconds: float, until_caught_up: bool = False) -> int:
+            begin, sent, next_sample = time.monotonic(), 0, 0.0
+            while (elapsed := time.monotonic() - begin) < seconds:
+                due = int(elapsed * rate) - sent
+                for _ in range(min(due, 2000)):
+                    send()
+                    sent += 1
+                if elapsed >= next_sample:
+                    sample()
+                    next_sample += 0.25
+                    if until_caught_up and samples[-1][1] <= settings.embed_batch_size:
+                        report.recovery_s = elapsed
+                        return sent
+                if due <= 0:
+                    time.sleep(0.002)
+            return sent
+
+        report.offered_rate = overload * report.sustainable_rate
+        before = published
+        offer_started = time.monotonic()
+        offer(report.offered_rate, overload_s)
+        report.achieved_rate = (published - before) / (time.monotonic() - offer_started)
+        producer.flush()
+        sample()
+        report.lag_at_overload_end = samples[-1][1]
+        report.recovery_load = recovery_load
+        offer(recovery_load * report.sustainable_rate, recovery_s, until_caught_up=True)
+        producer.flush()
+        deadline = time.monotonic() + 120
+        while published - counter.count > 0 and time.monotonic() < deadline and not workers.dead():
+            sample()
+            time.sleep(0.25)
+        report.final_lag = published - counter.count
+        counter.stopping = True
+    producer.close()
+    report.plot = str(_plot_backpressure(samples, log_dir / "backpressure.png", overload_s))
+    return report
+
+
+def _plot_backpressure(samples: list[tuple[float, int, float]], path: Path, overload_s: float) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t, lag, rss = zip(*samples) if samples else ((), (), ())
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.plot(t, lag, color="#3b6ea8", label="lag (documents)")
+    ax.axvspan(0, overload_s, color="#f4a582", alpha=0.3, label="overload")
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("lag (documents)")
+    other = ax.twinx()
+    other.plot(t, rss, color="#b2182b", label="embed worker RSS (MB)")
+    other.set_ylabel("RSS (MB)")
+    other.set_ylim(bottom=0)
+    fig.legend(loc="upper center", ncol=3, fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

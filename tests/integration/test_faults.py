@@ -1,0 +1,131 @@
+"""Fault tests on the embedded broker: kill -9 of each stage, a broker restart, hostile input, SIGTERM, overload.
+
+The same harness as ``newsevents soak`` (pipeline/soak.py), shortened to fit CI.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+from collections import Counter
+
+import pytest
+from kafka import KafkaProducer
+
+from pipeline.config import Settings
+from pipeline.events import iter_records, make_reader
+from pipeline.fuzz import hostile_inputs
+from pipeline.schemas import DeadLetter, Document, EmbeddedDocument
+from pipeline.soak import SoakPlan, run_backpressure, run_soak
+from pipeline.supervise import Workers
+from pipeline.topics import ensure_topics
+
+# The tiny random model puts most documents within cosine 0.99-0.996 of each other: at 0.995 the clusterer
+# merges documents into events, so a re-decided document would show up as a conflict (a singleton-only
+# clustering would hide it: a document founding its own event twice gets the same id twice).
+THRESHOLD = 0.995
+
+
+def _settings(kafka_bootstrap: str, tiny_model_dir, tmp_path, **changes) -> Settings:
+    run = uuid.uuid4().hex[:8]
+    settings = Settings(
+        bootstrap_servers=kafka_bootstrap, group_prefix=f"test-{run}", raw_topic=f"{run}.raw",
+        docs_topic=f"{run}.docs", vectors_topic=f"{run}.vectors", events_topic=f"{run}.events",
+        dlq_topic=f"{run}.dlq", control_topic=f"{run}.control", partitions=2, model_dir=str(tiny_model_dir),
+        threshold=THRESHOLD, home=str(tmp_path / "home"), cluster_state_dir=str(tmp_path / "cluster-state"),
+        **changes)
+    return settings
+
+
+def test_kill_9_of_every_stage_and_a_broker_restart_lose_nothing_and_change_no_event(tiny_model_dir, contest_tar,
+                                                                                     tmp_path):
+    plan = SoakPlan(documents=1000, bad_inputs=300, rate=50.0, rounds=1, down_s=1.0, stall_timeout_s=120.0)
+    settings = _settings("unused", tiny_model_dir, tmp_path)
+    report = run_soak(settings, plan, [str(contest_tar)], tmp_path / "soak", progress=False)
+    print("\n".join(report.lines()))
+    assert report.kills == Counter(parse=1, embed=1, cluster=1) and report.broker_restarts == 1
+    assert report.documents_with_event + report.dead_lettered == 1300
+    assert report.lost == [] and report.conflicting == []
+    assert report.events < report.documents_with_event / 2  # documents were merged into events
+    assert report.unexpected_exits == Counter()
+
+
+def test_ten_thousand_hostile_inputs_through_the_parse_worker(kafka_bootstrap, tiny_model_dir, contest_docs,
+                                                              tmp_path):
+    settings = _settings(kafka_bootstrap, tiny_model_dir, tmp_path)
+    ensure_topics(settings)
+    inputs = list(hostile_inputs(10_000, seed=7, real_pages=list(contest_docs.values())[:50]))
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=20,
+                             max_request_size=settings.max_message_bytes + 64 * 1024)
+    for item in inputs:
+        producer.send(settings.raw_topic, key=item.key.encode(), value=item.value, headers=item.headers)
+    producer.flush()
+    producer.close()
+    keys = {item.key for item in inputs}
+    outcome: dict[str, list[str]] = {}
+    with Workers(settings, ["parse"], log_dir=tmp_path / "logs") as workers:
+        reader = make_reader(settings, [settings.docs_topic, settings.dlq_topic])
+        deadline = time.monotonic() + 300
+
+        def done() -> bool:
+            assert not workers.dead(), f"the parse worker died: {workers.dead()}"
+            assert time.monotonic() < deadline, f"{len(outcome)}/{len(keys)} accounted for"
+            return len(outcome) == len(keys)
+
+        for record in iter_records(reader, idle_timeout_s=None, stop=done):
+            key = record.key.decode()
+            if record.topic == settings.docs_topic:
+                outcome.setdefault(key, []).append("doc:" + Document.from_bytes(record.value).doc_id)
+            else:
+                letter = DeadLetter.from_bytes(record.value)
+                assert letter.reason and letter.detail, letter
+                outcome.setdefault(key, []).append(f"dlq:{letter.reason}")
+        reader.close()
+    assert set(outcome) == keys
+    assert all(len(v) == 1 for v in outcome.values())
+    reasons = Counter(v[0].split(":")[1] if v[0].startswith("dlq") else "parsed" for v in outcome.values())
+    print(reasons)
+    assert "internal-error" not in reasons  # a bug in parsing would show up here, not as a crash
+    assert {"binary", "not-utf8", "not-html", "tag-soup", "too-large", "bad-json", "parsed"} <= set(reasons)
+
+
+def test_sigterm_finishes_the_batch_flushes_and_commits(kafka_bootstrap, tiny_model_dir, contest_docs, tmp_path):
+    from pipeline.demo import Accounting
+    from pipeline.publish import publish
+
+    settings = _settings(kafka_bootstrap, tiny_model_dir, tmp_path, embed_batch_size=16)
+    ensure_topics(settings)
+    crawl = tmp_path / "crawl"
+    crawl.mkdir()
+    for doc_id, raw in list(contest_docs.items())[:300]:
+        (crawl / f"{doc_id}.html").write_bytes(raw)
+    with Workers(settings, ["parse", "embed", "cluster"], log_dir=tmp_path / "logs") as workers:
+        summary = publish(settings, [crawl], progress=False, rate=30.0, limit=150)
+        embed = workers.processes["embed"]
+        embed.send_signal(signal.SIGTERM)
+        assert embed.wait(30) == 0  # a clean exit, not a kill by the timeout
+        workers.start_one("embed")
+        summary.keys += publish(settings, [crawl], progress=False, skip=150).keys
+        books = Accounting.empty(summary.keys)
+        reader = make_reader(settings, [settings.events_topic, settings.dlq_topic])
+        deadline = time.monotonic() + 180
+        for record in iter_records(reader, idle_timeout_s=None,
+                                   stop=lambda: len(books.settled) == 300 or time.monotonic() > deadline):
+            books.add(record)
+        reader.close()
+        vectors = Counter(r.key for r in iter_records(make_reader(settings, [settings.vectors_topic]), 3.0))
+    assert books.settled == books.published and books.book.conflicts == []
+    assert max(vectors.values()) == 1  # the stopped worker committed what it had embedded: nothing embedded twice
+
+
+def test_an_overloaded_embed_worker_keeps_its_memory_bounded_and_catches_up(kafka_bootstrap, tiny_model_dir,
+                                                                            contest_tar, tmp_path):
+    settings = _settings(kafka_bootstrap, tiny_model_dir, tmp_path)
+    report = run_backpressure(settings, [str(contest_tar)], tmp_path / "logs", overload=10.0, overload_s=3.0,
+                              recovery_s=90.0, recovery_load=0.25, backlog=500)
+    print("\n".join(report.lines()))
+    assert report.offered_factor >= 5.0, "the test did not manage to overload the worker"
+    assert report.peak_lag > 3 * report.sustainable_rate  # a real backlog built up
+    assert report.rss_peak_mb - report.rss_baseline_mb < 400
+    assert report.final_lag == 0 and report.recovery_s is not None
