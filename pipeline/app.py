@@ -107,15 +107,40 @@ def make_app(settings: Settings, stage_name: str, stage: Stage | None = None) ->
                 # committed; the supervisor restarts the worker, which recovers and is redelivered the batch.
                 log.critical("%s: state failure; exiting without committing this batch", stage_name, exc_info=True)
                 os._exit(70)
-            for result in results:
-                topic = outputs.get(result.topic)
-                if topic is None:
-                    topic = outputs[result.topic] = app.topic(result.topic, key_serializer="raw", value_serializer="raw")
-                await topic.send(key=result.key, value=result.value)
-            await app.producer.flush()  # outputs on the broker before take_events acks the batch
+            await send_stored(app, outputs, results, stage_name)  # on the broker before take_events acks
 
     app.agent(source, name=f"{stage_name}-agent")(run)
     return app
+
+
+async def send_stored(app: faust.App, outputs: dict, results: list, stage_name: str, attempts: int = 10) -> None:
+    """Send, flush, and re-send what the broker acknowledged without storing: tansu on S3 storage answers
+    some produce requests with base offset -1 and no error, and those records are not on the topic."""
+    pending = results
+    for attempt in range(attempts):
+        sent = []
+        for result in pending:
+            topic = outputs.get(result.topic)
+            if topic is None:
+                topic = outputs[result.topic] = app.topic(result.topic, key_serializer="raw", value_serializer="raw")
+            sent.append(await topic.send(key=result.key, value=result.value))
+        await app.producer.flush()
+        pending = [result for result, future in zip(pending, sent) if _not_stored(future)]
+        if not pending:
+            return
+        log.warning("%s: the broker acknowledged %d records at offset -1 (not stored); re-sending", stage_name,
+                    len(pending))
+    log.critical("%s: %d records still not stored after %d attempts; exiting without acking the batch",
+                 stage_name, len(pending), attempts)
+    os._exit(75)
+
+
+def _not_stored(future) -> bool:
+    if not future.done():  # flush returned: every send has an answer
+        return False
+    if future.cancelled() or future.exception() is not None:
+        return True
+    return future.result().offset < 0
 
 
 def embed_stage_following_promotions(settings: Settings, executor: ThreadPoolExecutor) -> Stage:

@@ -200,7 +200,7 @@ def cmd_soak(args: argparse.Namespace) -> int:
     from pipeline.soak import SoakError, SoakPlan, run_soak
 
     plan = SoakPlan(documents=args.documents, rate=args.rate, rounds=args.rounds, bad_inputs=args.bad_inputs,
-                    broker_restarts_per_round=args.broker_restarts, broker_kill=args.broker_kill, down_s=args.down,
+                    broker_restarts_per_round=args.broker_restarts, broker_kill=not args.broker_sigterm, down_s=args.down,
                     stall_timeout_s=args.stall_timeout, seed=args.seed,
                     kill_stages=tuple(s for s in args.kill.split(",") if s))
     unknown = set(plan.kill_stages) - {"parse", "embed", "cluster"}
@@ -618,9 +618,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=2, help="fault rounds: each kills every --kill stage once")
     p.add_argument("--kill", default="parse,embed,cluster", help="stages to kill -9 in each round (comma list)")
     p.add_argument("--broker-restarts", type=int, default=1, help="broker restarts per round")
-    p.add_argument("--broker-kill", action="store_true",
-                   help="restart the broker with SIGKILL instead of SIGTERM (tansu 0.6 then loses a few "
-                        "acknowledged records: see README)")
+    p.add_argument("--broker-sigterm", action="store_true",
+                   help="stop the broker with SIGTERM before restarting it (default: SIGKILL)")
     p.add_argument("--down", type=float, default=2.0, help="seconds a killed process stays down")
     p.add_argument("--stall-timeout", type=float, default=180.0, help="give up after this many seconds without progress")
     p.add_argument("--seed", type=int, default=0)

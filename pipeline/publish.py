@@ -56,8 +56,13 @@ def publish(settings: Settings, paths: list[str | Path], *, crawl: str = "", lim
     started = time.monotonic()
     failures: list[str] = []
 
+    unstored: list[tuple[str, bytes, list]] = []  # acknowledged at offset -1: see send_stored in pipeline.app
+
     def on_error(key: str):
         return lambda err: failures.append(f"{key}: {err}")
+
+    def on_success(key: str, value: bytes, headers: list):
+        return lambda meta: unstored.append((key, value, headers)) if meta.offset < 0 else None
 
     bar = tqdm(desc="publish", unit="doc", disable=not progress, total=limit)
     try:
@@ -86,7 +91,7 @@ def publish(settings: Settings, paths: list[str | Path], *, crawl: str = "", lim
             if crawl:
                 headers.append((HEADER_CRAWL, crawl.encode()))
             producer.send(settings.raw_topic, key=item.key.encode(), value=item.value, headers=headers
-                          ).add_errback(on_error(item.key))
+                          ).add_callback(on_success(item.key, item.value, headers)).add_errback(on_error(item.key))
             summary.published += 1
             summary.keys.append(item.key)
             bar.update(1)
@@ -95,6 +100,15 @@ def publish(settings: Settings, paths: list[str | Path], *, crawl: str = "", lim
                 if ahead > 0:
                     time.sleep(ahead)
         producer.flush()
+        for _attempt in range(10):
+            if not unstored:
+                break
+            again, unstored[:] = list(unstored), []
+            for key, value, headers in again:
+                producer.send(settings.raw_topic, key=key.encode(), value=value, headers=headers
+                              ).add_callback(on_success(key, value, headers)).add_errback(on_error(key))
+            producer.flush()
+        failures += [f"{key}: acknowledged at offset -1, not stored" for key, _, _ in unstored]
     finally:
         bar.close()
         if own_producer:

@@ -50,8 +50,7 @@ class SoakPlan:
     rounds: int = 2  # each round kills every stage once and restarts the broker once
     kill_stages: tuple[str, ...] = STAGE_NAMES
     broker_restarts_per_round: int = 1
-    # SIGTERM by default: tansu 0.6 on S3 loses a few acknowledged records when killed with SIGKILL (README)
-    broker_kill: bool = False
+    broker_kill: bool = True  # SIGKILL; False: SIGTERM
     bad_inputs: int = 2000
     down_s: float = 2.0  # a killed worker stays down this long
     stall_timeout_s: float = 180.0  # give up when nothing settles for this long
@@ -65,6 +64,7 @@ class SoakReport:
     published_records: int = 0  # including the publisher's own retries after a broker restart
     kills: Counter = field(default_factory=Counter)
     broker_restarts: int = 0
+    unstored_acks: int = 0  # publisher sends the broker acknowledged at offset -1 (not stored) and were re-sent
     unexpected_exits: Counter = field(default_factory=Counter)
     events_records: int = 0
     documents_with_event: int = 0
@@ -76,7 +76,7 @@ class SoakReport:
     conflicting: list[tuple[str, str, str]] = field(default_factory=list)
     duplicate_event_records: int = 0
     seconds: float = 0.0
-    broker_kill: bool = False
+    broker_kill: bool = True
     logs: str = ""
 
     @property
@@ -87,7 +87,8 @@ class SoakReport:
         published = self.documents + self.bad_inputs
         return [
             f"streamed   {self.documents} documents + {self.bad_inputs} hostile inputs = {published} keys "
-            f"({self.published_records} records sent) in {self.seconds:.0f}s",
+            f"({self.published_records} records sent, {self.unstored_acks} re-sent after an offset -1 "
+            f"acknowledgement) in {self.seconds:.0f}s",
             "faults     kill -9: " + (", ".join(f"{s} x{n}" for s, n in sorted(self.kills.items())) or "none")
             + f"; broker restarts ({'kill -9' if self.broker_kill else 'SIGTERM'}): {self.broker_restarts}; "
             + "unexpected worker exits: "
@@ -132,6 +133,7 @@ class _Publisher(threading.Thread):
         super().__init__(daemon=True, name="soak-publisher")
         self.settings, self.records, self.rate = settings, records, rate
         self.sent = 0
+        self.unstored = 0
         self.acked: set[str] = set()
         self.error: BaseException | None = None
         self._lock = threading.Lock()
@@ -154,7 +156,7 @@ class _Publisher(threading.Thread):
             while pending and attempt < 20:
                 for n, (key, value, headers) in enumerate(pending):
                     future = producer.send(self.settings.raw_topic, key=key.encode(), value=value, headers=headers)
-                    future.add_callback(lambda _meta, key=key: self._ack(key))
+                    future.add_callback(lambda meta, key=key: self._ack(key, meta.offset))
                     self.sent += 1
                     if attempt == 0:
                         ahead = started + (n + 1) / self.rate - time.monotonic()
@@ -175,7 +177,10 @@ class _Publisher(threading.Thread):
         except BaseException as err:  # reported by the main thread
             self.error = err
 
-    def _ack(self, key: str) -> None:
+    def _ack(self, key: str, offset: int) -> None:
+        if offset < 0:  # acknowledged but not stored (tansu on S3): re-sent in the next round
+            self.unstored += 1
+            return
         with self._lock:
             self.acked.add(key)
 
@@ -260,6 +265,7 @@ def run_soak(settings: Settings, plan: SoakPlan, inputs: list[str | Path], work_
             lost = books.published - books.settled
             if lost:
                 report.lost_at = _trace(settings, lost)
+            report.unstored_acks = publisher.unstored
     report.seconds = time.monotonic() - began
     _audit(report, books)
     return report
