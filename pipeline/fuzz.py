@@ -126,7 +126,7 @@ def _empty(rng: random.Random, n: int) -> bytes:
 def _not_html(rng: random.Random, n: int) -> bytes:
     return rng.choice([
         b'{"title": "json", "text": "not html"}', b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>",
-        b"\x89PNG\r\n\x1a\n" + rng.randbytes(512), gzip.compress(_article(rng, n).encode()),
+        b"\x89PNG\r\n\x1a\n" + rng.randbytes(512), gzip.compress(_article(rng, n).encode(), mtime=0),
         b"<?xml version='1.0'?><rss><channel><item><title>x</title></item></channel></rss>",
         b"id,title\n1,hello\n", _words(rng, 200).encode(), b"\xff\xfe\x00\x00" + rng.randbytes(64),
         b"<svg xmlns='http://www.w3.org/2000/svg'>" + b"<g>" * 2000 + b"</svg>",
