@@ -10,13 +10,12 @@ import time
 import uuid
 from collections import Counter
 
-import pytest
 from kafka import KafkaProducer
 
 from pipeline.config import Settings
 from pipeline.events import iter_records, make_reader
 from pipeline.fuzz import hostile_inputs
-from pipeline.schemas import DeadLetter, Document, EmbeddedDocument
+from pipeline.schemas import DeadLetter, Document
 from pipeline.soak import SoakPlan, run_backpressure, run_soak
 from pipeline.supervise import Workers
 from pipeline.topics import ensure_topics
