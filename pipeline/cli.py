@@ -209,10 +209,12 @@ def cmd_soak(args: argparse.Namespace) -> int:
     for path in args.input or []:
         if not Path(path).exists():
             return fail(f"--input {path}: no such file or directory")
+    inputs = args.input or [str(default_input())]
+    settings = load_settings(args)
     work_dir = Path(args.work_dir or tempfile.mkdtemp(prefix="newsevents-soak-"))
     logging.getLogger("kafka").setLevel(logging.CRITICAL)  # its reconnect errors while the broker restarts are the test
     try:
-        report = run_soak(load_settings(args), plan, args.input or [str(default_input())], work_dir,
+        report = run_soak(settings, plan, inputs, work_dir,
                           progress=not args.json, say=(lambda _line: None) if args.json else print)
     except SoakError as err:
         return fail(str(err), 1)
@@ -225,10 +227,10 @@ def cmd_soak(args: argparse.Namespace) -> int:
         from pipeline.soak import run_backpressure
 
         with EmbeddedBroker(log_dir=work_dir / "backpressure") as broker:
-            settings = load_settings(args).replace(bootstrap_servers=broker.bootstrap_servers,
-                                                   group_prefix="newsevents-backpressure")
+            pressure_settings = settings.replace(bootstrap_servers=broker.bootstrap_servers,
+                                                 group_prefix="newsevents-backpressure")
             try:
-                pressure = run_backpressure(settings, args.input or [str(default_input())], work_dir / "backpressure",
+                pressure = run_backpressure(pressure_settings, inputs, work_dir / "backpressure",
                                             overload=10.0, overload_s=args.overload_seconds, backlog=300,
                                             say=(lambda _line: None) if args.json else print)
             except SoakError as err:

@@ -80,11 +80,13 @@ class EmbeddedDocument(_Record):
     url: str | None = None
     cluster_threshold: float | None = None  # tuned for the model that made the vector (None: the clusterer's)
 
+    @property
+    def vector_b64(self) -> str:
+        """base64 float32: 4 bytes per dimension on the wire instead of ~10 for JSON decimals."""
+        return base64.b64encode(np.asarray(self.vector, dtype="<f4").tobytes()).decode()
+
     def to_dict(self) -> dict:
-        raw = asdict(self)
-        # base64 float32: 4 bytes per dimension on the wire instead of ~10 for JSON decimals
-        raw["vector"] = base64.b64encode(np.asarray(self.vector, dtype="<f4").tobytes()).decode()
-        return raw
+        return asdict(self) | {"vector": self.vector_b64}
 
     @classmethod
     def from_dict(cls, raw: dict) -> "EmbeddedDocument":

@@ -216,14 +216,11 @@ def run_soak(settings: Settings, plan: SoakPlan, inputs: list[str | Path], work_
                                     cluster_state_dir=str(work_dir / "cluster-state"))
         ensure_topics(settings)
         with Workers(settings, list(STAGE_NAMES), log_dir=logs) as workers:
-            killed: set[str] = set()
-
-            def supervise() -> None:
+            def supervise() -> None:  # our own kills are restarted where they happen, before this runs again
                 for name, code in workers.dead().items():
-                    if name not in killed:
-                        report.unexpected_exits[name] += 1
-                        say(f"soak: {name} worker exited with {code}; restarting it")
-                        workers.start_one(name)
+                    report.unexpected_exits[name] += 1
+                    say(f"soak: {name} worker exited with {code}; restarting it")
+                    workers.start_one(name)
 
             reader = make_reader(settings, [settings.events_topic, settings.dlq_topic])
             try:  # faults start once a document has gone through every stage, not during start-up
@@ -247,13 +244,11 @@ def run_soak(settings: Settings, plan: SoakPlan, inputs: list[str | Path], work_
                 else:
                     stage = fault.split(":")[1]
                     say(f"soak: {time.monotonic() - started:5.0f}s kill -9 {stage}")
-                    killed.add(stage)
                     proc = workers.processes[stage]
                     proc.send_signal(signal.SIGKILL)
                     proc.wait()
                     time.sleep(plan.down_s)
                     workers.start_one(stage)
-                    killed.discard(stage)
                     report.kills[stage] += 1
             while publisher.is_alive():
                 supervise()

@@ -113,8 +113,8 @@ class ClusterStateStore:
 
     # --- recovery -------------------------------------------------------------------------------------------
     def recover(self, new_generation) -> RecoveredState:
-        """Load the snapshot in force and replay its log. ``new_generation(version, config)`` makes a
-        generation the way the live stage does (so the same number of generations is kept)."""
+        """Load the snapshot in force and replay its log. ``new_generation(version, config, generations)`` adds
+        a generation the way the live stage does (so the same number of generations is kept)."""
         current = self.folder / "CURRENT"
         self.sequence = int(current.read_text().strip() or 0) if current.exists() else 0
         state = RecoveredState(snapshot=self.sequence)
@@ -177,7 +177,7 @@ class ClusterStateStore:
     def _append(self, frame: dict) -> None:
         if self._wal is None:
             raise StateError("recover() first")
-        payload = orjson.dumps(frame, option=orjson.OPT_SERIALIZE_NUMPY)
+        payload = orjson.dumps(frame)
         self._wal.write(_FRAME.pack(len(payload), zlib.crc32(payload)) + payload)
 
     def log_generation(self, version: str, config: ClusterConfig) -> None:
@@ -259,4 +259,4 @@ class ClusterStateStore:
 def _wal_doc(doc: EmbeddedDocument) -> dict:
     """What ``restore`` needs: the vector and the times that pick its bucket."""
     return {"doc_id": doc.doc_id, "model_version": doc.model_version, "published_time": doc.published_time,
-            "ingested_at_ms": doc.ingested_at_ms, "vector": EmbeddedDocument.to_dict(doc)["vector"]}
+            "ingested_at_ms": doc.ingested_at_ms, "vector": doc.vector_b64}
