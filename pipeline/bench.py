@@ -23,7 +23,12 @@ def rss_mb() -> float:
 
 
 def bench_encoders(settings: Settings, texts: list[str], encoders: list[str], batch_sizes: list[int],
-                   threads: int | None) -> list[dict]:
+                   threads: int | None, reference: str = "") -> list[dict]:
+    """docs/s of each encoder on the same texts; ``reference`` (default the fp32 teacher, timed first if absent)
+    gives every row its ``speedup_vs_teacher``."""
+    reference = reference or TEACHER_REFERENCE
+    if reference not in encoders:
+        encoders = [reference, *encoders]
     import torch
 
     from teacher import load_teacher
@@ -43,10 +48,24 @@ def bench_encoders(settings: Settings, texts: list[str], encoders: list[str], ba
             started = time.perf_counter()
             encoder.encode(texts, batch_size=batch_size)
             seconds = time.perf_counter() - started
-            rows.append({"encoder": encoder.version, "spec": spec, "device": getattr(encoder, "device", "cpu"),
+            rows.append({"encoder": encoder.version, "spec": spec, "precision": quantize or "fp32",
+                         "device": getattr(encoder, "device", "cpu"),
                          "threads": torch.get_num_threads(), "batch_size": batch_size, "docs": len(texts),
                          "docs_per_s": round(len(texts) / seconds, 2), "ms_per_doc": round(1000 * seconds / len(texts), 2)})
         del encoder
+    return with_speedups(rows, reference)
+
+
+TEACHER_REFERENCE = "e5"  # the fp32 teacher: what `speedup_vs_teacher` divides by
+
+
+def with_speedups(rows: list[dict], reference: str = TEACHER_REFERENCE) -> list[dict]:
+    """``speedup_vs_teacher``: docs/s over the reference teacher's at the same batch size in the same run
+    (same documents and threads); None when the reference was not timed."""
+    teacher = {r["batch_size"]: r["docs_per_s"] for r in rows if r["spec"] == reference}
+    for row in rows:
+        base = teacher.get(row["batch_size"])
+        row["speedup_vs_teacher"] = round(row["docs_per_s"] / base, 1) if base else None
     return rows
 
 

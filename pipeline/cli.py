@@ -185,6 +185,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
               f"p95 {report['latency_p95_ms']:.0f} ms "
               f"({'offered ' + str(report['offered_rate']) + ' docs/s' if report['offered_rate'] else 'all published at once, so this includes queueing'}); "
               f"model {report['model_version']}")
+        timeline = ", ".join(f"{stage} {t:.1f} s" for stage, t in report["stage_done_s"].items())
+        print(f"last output of each stage after the first publish: {timeline}; bounded by {report['bound_by']}")
         print(f"event size histogram: {report['event_sizes_plot']}; logs: {report['logs']}")
     else:
         report.pop("largest_events")
@@ -338,7 +340,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             specs.remove("student")  # nothing promoted or shipped: "student" would time the teacher twice
             print("bench: no student promoted or shipped; timing the teachers only", file=sys.stderr)
         report["encoders"] = bench.bench_encoders(settings, texts, specs,
-                                                  [int(b) for b in args.batch_sizes.split(",")], settings.threads or None)
+                                                  [int(b) for b in args.batch_sizes.split(",")], settings.threads or None,
+                                                  reference=args.reference)
     if "stream" in parts:
         report["stream"] = bench.bench_stream(settings, inputs, [float(x) for x in args.loads.split(",")],
                                               args.seconds_per_load)
@@ -351,8 +354,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(orjson.dumps(report).decode())
         return 0
     for row in report.get("encoders", []):
+        speedup = f"{row['speedup_vs_teacher']:>6.1f}x the fp32 teacher" if row["speedup_vs_teacher"] else ""
         print(f"encoder {row['spec']:<10} batch {row['batch_size']:>3}: {row['docs_per_s']:>7.1f} docs/s "
-              f"{row['ms_per_doc']:>7.1f} ms/doc ({row['device']}, {row['threads']} threads)")
+              f"{row['ms_per_doc']:>7.1f} ms/doc ({row['device']}, {row['threads']} threads) {speedup}")
     for row in report.get("stream", []):
         print(f"stream offered {row['offered_docs_per_s']:>5} docs/s: sustained {row['docs_per_s']:>5} docs/s, latency "
               f"p50 {row['latency_p50_ms']:.0f} ms, p95 {row['latency_p95_ms']:.0f} ms, p99 {row['latency_p99_ms']:.0f} ms")
@@ -406,7 +410,8 @@ def cmd_teacher_label(args: argparse.Namespace) -> int:
                                threads=settings.threads or None)
         manifest = label(docs, encoder, args.out, batch_size=args.batch_size, max_chars=settings.max_chars,
                          shard_size=args.shard_size, limit=args.limit, progress=not args.quiet,
-                         inputs=args.inputs or [f"topic:{args.from_topic}"], stats=stats)
+                         inputs=args.inputs or [f"topic:{args.from_topic}"], stats=stats,
+                         token_states=args.token_states)
     except (LabelError, ProvisionError, FileNotFoundError, ImportError) as err:
         return fail(str(err))
     run = manifest["runs"][-1]
@@ -439,7 +444,7 @@ def cmd_students_train(args: argparse.Namespace) -> int:
     try:
         result = train(args.labels, args.out, train_settings, inputs=args.input, teacher_folder=teacher_folder,
                        dev_pairs=args.dev_pairs or "", dev_inputs=args.dev_input, gold_labels=args.gold_labels or "",
-                       progress=not args.quiet)
+                       progress=not args.quiet, cache_dir=settings.home_path / "cache", init_from=args.init_from)
     except (LabelError, FileNotFoundError) as err:
         return fail(str(err))
     last = result["history"][-1] if result["history"] else {}
@@ -467,7 +472,7 @@ def cmd_students_evaluate(args: argparse.Namespace) -> int:
     specs = [("teacher", args.teacher)] + [(f"student {i + 1}" if len(args.model) > 1 else "student", m)
                                           for i, m in enumerate(args.model)]
     speed = bench.bench_encoders(settings, texts, [spec for _, spec in specs], [args.batch_size],
-                                 settings.threads or None)
+                                 settings.threads or None, reference=args.teacher)
     for (role, spec), timing in zip(specs, speed):
         folder = settings.teacher_dir if spec == "e5" else Path(spec)
         threshold = settings.threshold or read_cluster_threshold(folder) or DEFAULT_THRESHOLD
@@ -503,6 +508,48 @@ def cmd_students_evaluate(args: argparse.Namespace) -> int:
               f"{row['threshold']:>9.3f} {row['docs_per_s']:>8.1f} {row['speedup_vs_teacher']:>7.1f}x "
               f"{row['size_mb']:>7.1f}  {row['model_version']}")
     print(f"speed: {len(texts)} documents, batch {args.batch_size}, {rows[0]['threads']} threads, {rows[0]['device']}")
+    return 0
+
+
+def cmd_students_ship(args: argparse.Namespace) -> int:
+    from pipeline.config import SHIPPED_STUDENT
+    from pipeline.demo import DEFAULT_INPUT
+    from pipeline.embed import load_encoder
+    from students.evaluation import DevPairEvaluator
+    from students.release import release_record, ship, teacher_documents
+
+    settings = load_settings(args)
+    pairs = args.pairs or str(DEFAULT_INPUT.parents[1] / "eval" / "dev_pairs.tsv")
+    inputs = args.input or [str(DEFAULT_INPUT)]
+    for path in [args.model, pairs, *inputs, *filter(None, [args.teacher_labels])]:
+        if not Path(path).exists():
+            return fail(f"no such file or directory: {path}")
+    if not (Path(args.model) / "training.json").exists():
+        return fail(f"{args.model} is not a trained student folder (no training.json)")
+    evaluator = DevPairEvaluator(pairs, inputs, settings.max_chars)
+    teacher = None if args.teacher_labels else load_encoder(
+        settings.teacher_dir if args.teacher == "e5" else Path(args.teacher), max_length=settings.max_length,
+        threads=settings.threads or None)
+    try:
+        record = release_record(Path(args.model), evaluator, teacher_documents(evaluator, args.teacher_labels,
+                                                                                teacher),
+                                bar=args.bar, reproduce=args.reproduce or "")
+    except ValueError as err:
+        return fail(str(err))
+    destination = Path(args.to) if args.to else SHIPPED_STUDENT
+    if record["size_mb"] > args.max_mb:
+        return fail(f"{args.model} is {record['size_mb']} MB, over --max-mb {args.max_mb}")
+    ship(Path(args.model), destination, record)
+    if args.json:
+        print(json.dumps(record))
+        return 0
+    for name in ("student", "teacher_centred", "teacher_raw"):
+        s = record[name]
+        print(f"{name:<16} stream F1 {s['stream_f1']:.4f} (batch {s['batch_f1']:.4f}) at {s['threshold']:.2f}  "
+              f"{s['model_version']}")
+    verdict = "served by default" if record["serve_by_default"] else (
+        f"not served by default (more than {record['bar']} under the centred teacher; --model-dir serves it)")
+    print(f"shipped {record['size_mb']} MB to {destination}: gap {record['gap']:+.4f}, {verdict}")
     return 0
 
 
@@ -547,6 +594,43 @@ def cmd_students_list(args: argparse.Namespace) -> int:
         print(f"{mark} {folder.name:<5} {version:<48} threshold {read_cluster_threshold(folder):.3f}  "
               f"dev F1 {f1 if f1 is not None else '-'}")
     return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from pipeline.demo import DEFAULT_INPUT
+    from students.retrain import RetrainError, RetrainOptions, retrain
+    from teacher.label import LabelError
+
+    settings = load_settings(args)
+    gold_pairs = args.gold_pairs or str(DEFAULT_INPUT.parents[1] / "eval" / "dev_pairs.tsv")
+    gold_inputs = args.gold_input or [str(DEFAULT_INPUT)]
+    work_dir = Path(args.work_dir) if args.work_dir else settings.home_path / "retrain" / Path(args.crawl[0]).name
+    options = RetrainOptions(crawl=args.crawl, work_dir=work_dir, labels=args.labels or [], teacher=args.teacher or "",
+                             gold_pairs=gold_pairs, gold_inputs=gold_inputs, min_gain=args.min_gain,
+                             max_epochs=args.epochs, learning_rate=args.learning_rate or 0.0,
+                             speed_docs=args.speed_docs, announce=not args.registry_only, progress=not args.quiet)
+    try:
+        report = retrain(settings, options)
+    except (RetrainError, LabelError, FileNotFoundError, ValueError) as err:
+        return fail(str(err))
+    if args.json:
+        print(json.dumps(report))
+    else:
+        if report.get("already_decided"):
+            print(f"{work_dir} already holds a decision (use another --work-dir for a new job):")
+        for role in ("served", "candidate"):
+            s = report["scores"][role]
+            print(f"{role:<9} stream F1 {s['stream_f1']:.4f} (P {s['precision']:.3f} R {s['recall']:.3f}, batch "
+                  f"{s['batch_f1']:.4f}) at {s['threshold']:.2f}, {s['docs_per_s']:.1f} docs/s  {s['model_version']}")
+        print(f"{report['decision']}: {report['reason']}")
+        promotion = report.get("promotion")
+        if promotion:
+            where = "announced on news.control" if promotion["announced"] else (
+                "registry only" + (f"; announcing failed: {promotion['announce_error']}"
+                                   if "announce_error" in promotion else ""))
+            print(f"promoted {promotion['model_version']} ({promotion['registered']}), {where}")
+        print(f"report: {work_dir / 'report.json'}, {work_dir / 'report.md'}, {work_dir / 'training_curve.png'}")
+    return 0 if report["decision"] == "promoted" else 3
 
 
 # --- parser -------------------------------------------------------------------------------------------------------
@@ -658,6 +742,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated: student (the served model: the shipped student, or --model-dir), e5, use, "
                         "or a model folder; each optionally +int8")
     p.add_argument("--docs", type=int, default=64, help="documents per encoder measurement")
+    p.add_argument("--reference", default="e5", help="the encoder every speedup_vs_teacher divides by, timed in the "
+                   "same run (default e5: the fp32 teacher)")
     p.add_argument("--batch-sizes", default="1,8,32")
     p.add_argument("--loads", default="2,8", help="offered loads (docs/s) for the stream")
     p.add_argument("--seconds-per-load", type=float, default=20.0)
@@ -689,6 +775,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--shard-size", type=int, default=1024, help="documents per shard (the unit of resumption)")
     p.add_argument("--limit", type=int, help="label at most N new documents in this run")
+    p.add_argument("--token-states", type=int, default=0, metavar="K",
+                   help="also store every token's last-layer state, PCA'd to K dimensions (fp16): per-token "
+                        "targets for students (about 2K bytes per document at K=64)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_settings(p, ("home", "device", "quantize", "max_length", "max_chars", "threads", "bootstrap_servers"))
     p.set_defaults(func=cmd_teacher_label)
@@ -704,11 +793,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-model", help="primary teacher's model folder, for its tokenizer (default: e5)")
     p.add_argument("--dev-pairs", help="labelled pairs scored each epoch (e.g. ../shared/data/eval/dev_pairs.tsv)")
     p.add_argument("--dev-input", action="append", metavar="PATH", help="documents of the dev pairs' days")
-    p.add_argument("--arch", dest="encoder", choices=["gru", "lstm", "transformer", "cnn", "ffn"])
+    p.add_argument("--arch", dest="encoder", choices=["gru", "lstm", "transformer", "cnn", "ffn", "static",
+                                                       "static-cnn"])
     p.add_argument("--unidirectional", dest="bidirectional", action="store_false", default=None,
                    help="gru/lstm: one direction only")
     p.add_argument("--layers", dest="num_layers", type=int)
-    p.add_argument("--embedding-dim", type=int, choices=[32, 64, 128, 256])
+    p.add_argument("--embedding-dim", type=int, choices=[32, 64, 128, 256, 384])
     p.add_argument("--hidden-dim", type=int)
     p.add_argument("--aggregation", choices=["mean", "attentive", "cls"])
     p.add_argument("--loss", choices=["cosine", "mse", "both"])
@@ -724,13 +814,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gold-labels", help="teacher labels of the gold pairs' documents")
     p.add_argument("--gold-exclude-day", help="keep this day's pairs (YYYY-MM-DD) out of training, to measure on")
     p.add_argument("--seed", type=int)
-    p.add_argument("--random-init", dest="init_from_teacher", action="store_false", default=None,
-                   help="token embeddings from noise instead of the teacher's (PCA-reduced)")
+    p.add_argument("--init-from", metavar="STUDENT",
+                   help="start from this student: its vocabulary, width and every weight that fits --arch")
+    p.add_argument("--embedding-init", choices=["teacher-output", "teacher-input", "random"],
+                   help="token table from each piece alone through the teacher (model2vec, the default), the "
+                        "teacher's input embeddings, or noise; PCA'd to --embedding-dim")
+    p.add_argument("--random-init", dest="embedding_init", action="store_const", const="random",
+                   help="the same as --embedding-init random")
+    p.add_argument("--sif-coefficient", type=float, help="static students: per-piece weights start at a/(a+p)")
+    p.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0)")
+    p.add_argument("--similarity-loss-weight", type=float,
+                   help="weight of the relational loss: in-batch pairwise cosines match the teacher's (default 0)")
+    p.add_argument("--token-dropout", type=float, help="training only: drop this share of each document's pieces")
+    p.add_argument("--token-loss-weight", type=float,
+                   help="with labels from `teacher label --token-states`: weight of the per-token loss")
+    p.add_argument("--embedding-storage", choices=["float", "int8"],
+                   help="the saved student's token table: float (fp16 on disk) or int8 with a scale per row")
     p.add_argument("--raw-targets", dest="center_targets", action="store_false", default=None,
                    help="distil the teacher's vectors as they are, not centred on their mean")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_settings(p, ("home", "device", "threads"))
     p.set_defaults(func=cmd_students_train)
+
+    p = sub.add_parser("retrain", help="on a new crawl: label it, continue the served student, gate on gold pairs, "
+                                       "promote or refuse (exit 0 promoted, 3 refused)")
+    p.add_argument("--crawl", nargs="+", required=True, metavar="PATH", help="the new crawl: contest HTML or JSONL")
+    p.add_argument("--labels", action="append", metavar="DIR",
+                   help="the old label folders (default: those the served student was trained on)")
+    p.add_argument("--teacher", help="'e5' or the old labels' teacher folder (default: from their manifest)")
+    p.add_argument("--work-dir", help="job folder; rerun with the same one to resume "
+                                      "(default: $NEWSEVENTS_HOME/retrain/<crawl name>)")
+    p.add_argument("--gold-pairs", help="labelled pairs of the gate (default: ../shared/data/eval/dev_pairs.tsv)")
+    p.add_argument("--gold-input", action="append", metavar="PATH", help="the gold pairs' documents "
+                   "(default: the contest sample)")
+    p.add_argument("--min-gain", type=float, default=0.0, help="promote only if the candidate's F1 beats the "
+                   "served model's by this much (default 0: not below it)")
+    p.add_argument("--epochs", type=int, default=3, help="training epochs on old + new labels")
+    p.add_argument("--learning-rate", type=float, help="default: half of the served student's")
+    p.add_argument("--speed-docs", type=int, default=128, help="documents timed per model")
+    p.add_argument("--registry-only", action="store_true", help="promote in the registry, do not announce")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_settings(p, ("home", "device", "threads", "bootstrap_servers", "max_chars", "max_length", "model_dir"))
+    p.set_defaults(func=cmd_retrain)
+
+    p = ssub.add_parser("ship", help="score a student beside the centred teacher on the dev pairs and ship it in "
+                                     "students/default (served by default only within --bar of the teacher)")
+    p.add_argument("model", help="the trained student folder (a `students train` run's model/)")
+    p.add_argument("--teacher", default="e5", help="'e5' or a teacher folder, encoded now (slow on CPU)")
+    p.add_argument("--teacher-labels", help="teacher labels of the dev documents instead (`teacher label` folder)")
+    p.add_argument("--pairs", help="dev pairs (default: ../shared/data/eval/dev_pairs.tsv)")
+    p.add_argument("--input", action="append", metavar="PATH", help="the pairs' documents (default: contest sample)")
+    p.add_argument("--bar", type=float, default=0.01, help="F1 the student may be under the centred teacher")
+    p.add_argument("--max-mb", type=float, default=25.0, help="refuse a student folder larger than this")
+    p.add_argument("--to", help="destination folder (default: students/default in this checkout)")
+    p.add_argument("--reproduce", help="the command that reproduces the student, recorded in release.json")
+    p.add_argument("--json", action="store_true")
+    add_settings(p, ("home", "threads", "max_chars", "max_length"))
+    p.set_defaults(func=cmd_students_ship)
 
     p = ssub.add_parser("evaluate", help="dev-pair F1 (stream clusterer) and docs/s, students beside the teacher")
     p.add_argument("--model", action="append", required=True, metavar="DIR", help="student folder (repeatable)")

@@ -16,6 +16,17 @@ from typing import Any
 from pipeline.cluster import ClusterConfig
 
 ENV_PREFIX = "NEWSEVENTS_"
+SHIPPED_STUDENT = Path(__file__).resolve().parent.parent / "students" / "default"
+RELEASE_FILE = "release.json"  # written by bench/ship_student.py: the dev scores beside the teacher's, and the verdict
+
+
+def shipped_student_serves(folder: Path = SHIPPED_STUDENT) -> bool:
+    """A shipped student is served by default only once it clusters within a point of the teacher."""
+    import json
+
+    release = folder / RELEASE_FILE
+    return (folder / "config.json").exists() and release.exists() and bool(
+        json.loads(release.read_text()).get("serve_by_default"))
 
 
 def default_home() -> Path:
@@ -73,7 +84,7 @@ class Settings:
     @property
     def resolved_model_dir(self) -> Path:
         """The model to serve: --model-dir, else the registry's promoted model, else the student shipped in
-        students/default, else the teacher."""
+        students/default when its release record says it met the bar (``release.json``), else the teacher."""
         if self.model_dir:
             return Path(self.model_dir)
         promoted = self.registry_dir / "promoted.json"
@@ -83,8 +94,7 @@ class Settings:
             folder = Path(json.loads(promoted.read_text())["model_dir"])
             if (folder / "config.json").exists():
                 return folder
-        shipped = Path(__file__).resolve().parent.parent / "students" / "default"
-        return shipped if (shipped / "config.json").exists() else self.teacher_dir
+        return SHIPPED_STUDENT if shipped_student_serves() else self.teacher_dir
 
     @property
     def cluster_state_path(self) -> Path:

@@ -89,11 +89,13 @@ def run_demo(settings: Settings, inputs: list[str] | None = None, limit: int | N
         settings = settings.replace(bootstrap_servers=broker.bootstrap_servers)
         ensure_topics(settings)
         with Workers(settings, ["parse", "embed", "cluster"], log_dir=log_dir) as workers:
-            reader = make_reader(settings, [settings.docs_topic, settings.events_topic, settings.dlq_topic])
+            reader = make_reader(settings, [settings.docs_topic, settings.vectors_topic, settings.events_topic,
+                                            settings.dlq_topic])
             if warm_up:
                 warm_up_pipeline(settings, reader, workers, stall_timeout_s)
             started = time.time()
             summary = publish(settings, inputs, limit=limit, progress=progress, rate=rate, skip=skip)
+            last_seen = {"publish": time.time()}  # when each stage's last output appeared
             if summary.published == 0:
                 raise DemoError("nothing was published: " + "; ".join(summary.problems[:5]))
             books = Accounting.empty(summary.keys)
@@ -108,14 +110,30 @@ def run_demo(settings: Settings, inputs: list[str] | None = None, limit: int | N
                     raise DemoError(f"no document settled for {stall_timeout_s:.0f}s; logs in {log_dir}")
                 return len(books.settled) >= summary.published
 
+            stage_of = {settings.docs_topic: "parse", settings.vectors_topic: "embed",
+                        settings.events_topic: "cluster"}
             for record in iter_records(reader, idle_timeout_s=None, stop=finished):
+                if record.topic in stage_of:
+                    last_seen[stage_of[record.topic]] = time.time()
+                if record.topic == settings.vectors_topic:
+                    continue  # only timed: documents settle on events and dead letters
                 if books.add(record):
                     bar.update(1)
                     last_progress = time.monotonic()
             bar.close()
             reader.close()
             finished_at = time.time()
-    return _report(summary, books, started, finished_at, top, log_dir, rate)
+    report = _report(summary, books, started, finished_at, top, log_dir, rate)
+    return {**report, **stage_timeline(last_seen, started)}
+
+
+def stage_timeline(last_seen: dict[str, float], started: float) -> dict:
+    """When each stage put out its last record, from the first publish; the stage that adds the most time after
+    the one before it is the one that bounds the run (everything was published at once, or at ``rate``)."""
+    order = [s for s in ("publish", "parse", "embed", "cluster") if s in last_seen]
+    done = {s: round(last_seen[s] - started, 2) for s in order}
+    added = {s: round(done[s] - (done[order[i - 1]] if i else 0.0), 2) for i, s in enumerate(order)}
+    return {"stage_done_s": done, "stage_added_s": added, "bound_by": max(added, key=added.get) if added else None}
 
 
 WARM_UP_HTML = (b'<html><head><meta property="og:title" content="newsevents warm-up"/></head><body><article>'

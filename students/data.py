@@ -36,6 +36,7 @@ class DistillationData:
     has_target: dict[str, np.ndarray]  # head → (n,) bool
     teachers: dict[str, str]  # head → teacher version
     recipe: dict
+    token_targets: list[np.ndarray] | None = None  # primary teacher's token states (tokens × K, fp16), if stored
 
     def __len__(self) -> int:
         return len(self.doc_ids)
@@ -47,7 +48,8 @@ class DistillationData:
     def subset(self, rows: np.ndarray) -> "DistillationData":
         return DistillationData([self.doc_ids[r] for r in rows], [self.tokens[r] for r in rows],
                                 {k: v[rows] for k, v in self.targets.items()},
-                                {k: v[rows] for k, v in self.has_target.items()}, self.teachers, self.recipe)
+                                {k: v[rows] for k, v in self.has_target.items()}, self.teachers, self.recipe,
+                                [self.token_targets[r] for r in rows] if self.token_targets is not None else None)
 
     def split(self, validation_fraction: float) -> tuple["DistillationData", "DistillationData"]:
         """Deterministic by document id: the same documents validate on every run and resume."""
@@ -69,6 +71,7 @@ def load_distillation_data(label_dirs: list[str | Path], inputs: list[str] | Non
     recipe = manifests[0]["recipe"]
     vectors: dict[str, dict[str, np.ndarray]] = {}
     tokens: dict[str, np.ndarray] = {}
+    token_states: dict[str, np.ndarray] = {}
     teachers: dict[str, str] = {}
     for folder, manifest in zip(label_dirs, manifests):
         name = head_name(manifest["teacher"])
@@ -85,6 +88,8 @@ def load_distillation_data(label_dirs: list[str | Path], inputs: list[str] | Non
                 vectors.setdefault(name, {})[doc_id] = shard["vectors"][row]
                 if same_tokens:
                     tokens[doc_id] = shard["token_ids"][offsets[row]:offsets[row + 1]]
+                    if "token_states" in shard:
+                        token_states[doc_id] = shard["token_states"][offsets[row]:offsets[row + 1]]
     all_ids = sorted(set().union(*[set(v) for v in vectors.values()]))
     missing = [d for d in all_ids if d not in tokens]
     if missing and cache is not None and cache.exists():
@@ -107,8 +112,11 @@ def load_distillation_data(label_dirs: list[str | Path], inputs: list[str] | Non
                 has_target[name][row] = True
     # the primary head first: it is the one the stream serves
     order = [primary] + [n for n in targets if n != primary]
+    # per-token targets only when every document has them (one folder labelled with --token-states)
+    with_states = bool(token_states) and all(d in token_states for d in doc_ids)
     return DistillationData(doc_ids, [tokens[d] for d in doc_ids], {n: targets[n] for n in order},
-                            {n: has_target[n] for n in order}, {n: teachers[n] for n in order}, recipe)
+                            {n: has_target[n] for n in order}, {n: teachers[n] for n in order}, recipe,
+                            [token_states[d] for d in doc_ids] if with_states else None)
 
 
 def _read_token_cache(path: Path) -> dict[str, np.ndarray]:

@@ -3,7 +3,10 @@
 token ids → embeddings (64 or 128) → sequence encoder → aggregation → one linear layer per teacher head.
 
 * encoders: ``gru`` / ``lstm`` (1-2 layers, bidirectional or not), ``transformer`` (a small encoder with learned
-  positions), ``cnn`` (stacked 1-D convolutions), ``ffn`` (a per-token MLP: a bag of embeddings);
+  positions), ``cnn`` (stacked 1-D convolutions), ``ffn`` (a per-token MLP: a bag of embeddings), ``static``
+  (each piece's row times a learnable per-piece weight: model2vec / Tokenlearn, no sequence layer at all),
+  ``static-cnn`` (the static rows plus what convolutions over neighbouring pieces add, projected back into the
+  rows' space: the word order and the pieces that make up one word, which a bag of pieces cannot see);
 * aggregation: ``mean`` or ``attentive`` (``a_t = softmax(MLP(h_t))``, ``c = Σ a_t h_t``), padding masked in both,
   or ``cls`` (the state at the first position, the ``<s>`` token);
 * heads: one linear layer per teacher, ``{"e5": 384}`` by default; with several teachers the first is the one
@@ -16,7 +19,7 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-ENCODERS = ("gru", "lstm", "transformer", "cnn", "ffn")
+ENCODERS = ("gru", "lstm", "transformer", "cnn", "ffn", "static", "static-cnn")
 AGGREGATIONS = ("mean", "attentive", "cls")
 
 
@@ -27,7 +30,7 @@ class StudentConfig(PretrainedConfig):
                  embedding_dim: int = 128, hidden_dim: int = 128, aggregation: str = "attentive",
                  heads: dict[str, int] | None = None, vocab_size: int = 250_002, pad_token_id: int = 1,
                  dropout: float = 0.1, num_attention_heads: int = 4, max_positions: int = 512, kernel_size: int = 3,
-                 **kwargs):
+                 embedding_storage: str = "float", token_target_dim: int = 0, **kwargs):
         if encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}, not {encoder!r}")
         if aggregation not in AGGREGATIONS:
@@ -44,6 +47,10 @@ class StudentConfig(PretrainedConfig):
         self.num_attention_heads = num_attention_heads
         self.max_positions = max_positions
         self.kernel_size = kernel_size
+        if embedding_storage not in ("float", "int8"):
+            raise ValueError(f"embedding_storage must be float or int8, not {embedding_storage!r}")
+        self.embedding_storage = embedding_storage  # int8: the table on disk and in memory, a scale per row
+        self.token_target_dim = token_target_dim  # > 0: a training-only head predicting the teacher's token states
         super().__init__(pad_token_id=pad_token_id, **kwargs)
 
     @property
@@ -58,8 +65,40 @@ class StudentConfig(PretrainedConfig):
     def arch_name(self) -> str:
         """Short name for tables: bigru-2x128-attentive-e64."""
         prefix = "bi" if self.bidirectional and self.encoder in ("gru", "lstm") else ""
+        if self.encoder == "static":
+            return f"static-{self.aggregation}-e{self.embedding_dim}"
+        if self.encoder == "static-cnn":
+            return f"static-cnn-{self.num_layers}x{self.hidden_dim}-{self.aggregation}-e{self.embedding_dim}"
         return (f"{prefix}{self.encoder}-{self.num_layers}x{self.hidden_dim}-{self.aggregation}"
                 f"-e{self.embedding_dim}")
+
+
+class Int8Embedding(nn.Module):
+    """A frozen token table stored as int8 with one scale per row (absmax / 127): a quarter of fp32 on disk and
+    in memory, at cosine > 0.9999 to the float rows. Served students only; training dequantises first."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int):
+        super().__init__()
+        self.register_buffer("weight_int8", torch.zeros(num_embeddings, embedding_dim, dtype=torch.int8))
+        self.register_buffer("scale", torch.zeros(num_embeddings, 1))
+
+    @classmethod
+    def from_float(cls, embedding: nn.Embedding) -> "Int8Embedding":
+        weight = embedding.weight.detach().float()
+        scale = weight.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127.0
+        module = cls(*weight.shape)
+        module.weight_int8.copy_(torch.round(weight / scale).to(torch.int8))
+        module.scale.copy_(scale)
+        return module
+
+    def to_float(self, padding_idx: int | None) -> nn.Embedding:
+        embedding = nn.Embedding(*self.weight_int8.shape, padding_idx=padding_idx)
+        with torch.no_grad():
+            embedding.weight.copy_(self.weight_int8.float() * self.scale.float())
+        return embedding
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.weight_int8[input_ids].float() * self.scale[input_ids].float()
 
 
 class StudentModel(PreTrainedModel):
@@ -70,7 +109,8 @@ class StudentModel(PreTrainedModel):
     def __init__(self, config: StudentConfig):
         super().__init__(config)
         c = config
-        self.embeddings = nn.Embedding(c.vocab_size, c.embedding_dim, padding_idx=c.pad_token_id)
+        self.embeddings = (Int8Embedding(c.vocab_size, c.embedding_dim) if c.embedding_storage == "int8" else
+                           nn.Embedding(c.vocab_size, c.embedding_dim, padding_idx=c.pad_token_id))
         self.dropout = nn.Dropout(c.dropout)
         if c.encoder in ("gru", "lstm"):
             rnn = nn.GRU if c.encoder == "gru" else nn.LSTM
@@ -90,6 +130,15 @@ class StudentModel(PreTrainedModel):
                 nn.Conv1d(c.embedding_dim if i == 0 else c.hidden_dim, c.hidden_dim, c.kernel_size,
                           padding=c.kernel_size // 2) for i in range(c.num_layers))
             width = c.hidden_dim
+        elif c.encoder in ("static", "static-cnn"):
+            # the per-piece weight (SIF at the start) decides how much a piece counts in the mean
+            self.token_weights = nn.Embedding(c.vocab_size, 1, padding_idx=c.pad_token_id)
+            if c.encoder == "static-cnn":
+                self.convolutions = nn.ModuleList(
+                    nn.Conv1d(c.embedding_dim if i == 0 else c.hidden_dim, c.hidden_dim, c.kernel_size,
+                              padding=c.kernel_size // 2) for i in range(c.num_layers))
+                self.context_projection = nn.Linear(c.hidden_dim, c.embedding_dim)
+            width = c.embedding_dim
         else:  # ffn
             self.token_mlp = nn.Sequential(*[m for i in range(c.num_layers) for m in (
                 nn.Linear(c.embedding_dim if i == 0 else c.hidden_dim, c.hidden_dim), nn.ReLU())])
@@ -97,17 +146,42 @@ class StudentModel(PreTrainedModel):
         if c.aggregation == "attentive":
             self.attention = nn.Sequential(nn.Linear(width, width // 2), nn.Tanh(), nn.Linear(width // 2, 1))
         self.heads = nn.ModuleDict({name: nn.Linear(width, dim) for name, dim in c.heads.items()})
+        if c.token_target_dim:
+            self.token_head = nn.Linear(width, c.token_target_dim)
         self.post_init()
+        if c.encoder == "static-cnn":  # starts as the static student it may be initialised from
+            with torch.no_grad():
+                self.context_projection.weight.zero_()
+                self.context_projection.bias.zero_()
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, std=0.1)
+            if module.embedding_dim == 1:  # per-piece weights of the static encoder
+                nn.init.ones_(module.weight)
+            else:
+                nn.init.normal_(module.weight, std=0.1)
             if module.padding_idx is not None:
                 with torch.no_grad():
                     module.weight[module.padding_idx].zero_()
 
+    def with_embedding_storage(self, storage: str) -> "StudentModel":
+        """Switch the token table between float (training) and int8 (serving), in place."""
+        if storage == self.config.embedding_storage:
+            return self
+        if storage == "int8":
+            self.embeddings = Int8Embedding.from_float(self.embeddings)
+        else:
+            self.embeddings = self.embeddings.to_float(self.config.pad_token_id)
+        self.config.embedding_storage = storage
+        return self
+
     def encode_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(batch, length) → the aggregated document state, before the heads."""
+        return self.encode_with_token_states(input_ids, attention_mask)[0]
+
+    def encode_with_token_states(self, input_ids: torch.Tensor,
+                                 attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The aggregated document state and each token's state (for a static student: its row, unweighted)."""
         c = self.config
         mask = attention_mask.bool()
         x = self.dropout(self.embeddings(input_ids))
@@ -125,22 +199,37 @@ class StudentModel(PreTrainedModel):
             for conv in self.convolutions:
                 h = torch.relu(conv(h)) * mask.unsqueeze(1)  # padding stays zero and does not leak in
             h = h.transpose(1, 2)
+        elif c.encoder in ("static", "static-cnn"):
+            h = x * self.token_weights(input_ids)
+            tokens = x
+            if c.encoder == "static-cnn":
+                context = x.transpose(1, 2)
+                for conv in self.convolutions:
+                    context = torch.relu(conv(context)) * mask.unsqueeze(1)
+                context = self.context_projection(context.transpose(1, 2))
+                h, tokens = h + context, x + context
         else:
             h = self.token_mlp(x)
+        if c.encoder not in ("static", "static-cnn"):
+            tokens = h
         h = self.dropout(h)
         if c.aggregation == "cls":
-            return h[:, 0]
+            return h[:, 0], tokens
         if c.aggregation == "attentive":
             scores = self.attention(h).squeeze(-1).masked_fill(~mask, float("-inf"))
             weights = torch.softmax(scores, dim=1).nan_to_num(0.0)
         else:
             weights = mask.float() / mask.sum(1, keepdim=True).clamp(min=1)
-        return (weights.unsqueeze(-1) * h).sum(1)
+        return (weights.unsqueeze(-1) * h).sum(1), tokens
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 all_heads: bool = False) -> torch.Tensor | dict[str, torch.Tensor]:
-        """The primary head's vectors (unnormalised), or every head's when ``all_heads``."""
-        state = self.encode_tokens(input_ids, attention_mask)
+        """The primary head's vectors (unnormalised), or every head's when ``all_heads`` (then also
+        ``"tokens"``: the token head's prediction of the teacher's token states, when the model has one)."""
+        state, tokens = self.encode_with_token_states(input_ids, attention_mask)
         if all_heads:
-            return {name: head(state) for name, head in self.heads.items()}
+            outputs = {name: head(state) for name, head in self.heads.items()}
+            if self.config.token_target_dim:
+                outputs["tokens"] = self.token_head(tokens)
+            return outputs
         return self.heads[self.config.primary_head](state)

@@ -26,6 +26,7 @@ import numpy as np
 
 from students.data import DistillationData, load_distillation_data
 from students.encoder import encode_token_lists, pad_batch
+from students.losses import cosine_loss, mse_loss, similarity_loss, token_cosine_loss
 from students.modeling import StudentConfig, StudentModel
 from students.vocab import prune_tokenizer
 from teacher.encoder import pick_device
@@ -49,7 +50,15 @@ class TrainSettings:
     min_token_count: int = 2  # a piece seen once is noise the embedding table cannot learn
     max_vocab: int = 50_000
     max_tokens: int = 256
-    init_from_teacher: bool = True  # token embeddings start as the teacher's own, reduced by PCA
+    # token embeddings start from: "teacher-output" (each piece alone through the teacher, model2vec's
+    # distillation), "teacher-input" (the teacher's input embeddings), or "random"; all PCA'd to the width
+    embedding_init: str = "teacher-output"
+    sif_coefficient: float = 1e-3  # static students: per-piece weights start at a / (a + p(piece))
+    weight_decay: float = 0.0  # AdamW's decoupled decay (regularises a static table's free rows)
+    similarity_loss_weight: float = 0.0  # relational term: in-batch pairwise cosines match the teacher's
+    token_dropout: float = 0.0  # training only: drop this share of each document's pieces (a bag's augmentation)
+    embedding_storage: str = "float"  # "int8": the saved student's token table in int8 (a quarter of the size)
+    token_loss_weight: float = 0.0  # > 0 with labels from `teacher label --token-states`: per-token targets too
     center_targets: bool = True  # subtract each teacher's mean vector (e5's has norm 0.86) and renormalise
     head_weights: dict[str, float] = field(default_factory=dict)  # head → loss weight (default 1 primary, 0.5 others)
     gold_pairs: str = ""  # DvBERT teacher annealing: labelled pairs mixed in, λ rising 0 → 1 over the epochs
@@ -69,12 +78,35 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def build_vocabulary(tokens: list[np.ndarray], min_count: int, max_vocab: int) -> np.ndarray:
+def build_vocabulary(tokens: list[np.ndarray], min_count: int, max_vocab: int) -> tuple[np.ndarray, np.ndarray]:
+    """The kept teacher ids (seen ``min_count`` times, the ``max_vocab`` most frequent) and their counts."""
     ids, counts = np.unique(np.concatenate(tokens) if tokens else np.zeros(0, np.int64), return_counts=True)
-    keep = ids[counts >= min_count]
+    keep = np.flatnonzero(counts >= min_count)
     if len(keep) > max_vocab:
-        keep = ids[np.argsort(-counts, kind="stable")[:max_vocab]]
-    return np.sort(keep)
+        keep = np.argsort(-counts, kind="stable")[:max_vocab]
+    keep = np.sort(keep)
+    return ids[keep], counts[keep]
+
+
+def token_target_dim(data: DistillationData, settings: TrainSettings) -> int:
+    if not settings.token_loss_weight:
+        return 0
+    if data.token_targets is None:
+        raise ValueError("--token-loss-weight needs labels written with `teacher label --token-states K`")
+    return int(data.token_targets[0].shape[1])
+
+
+def kept_positions(length: int, share: float, rng: np.random.Generator) -> np.ndarray:
+    """Token dropout: keep the first and last piece (<s>, </s>) and a random ``1 - share`` of the others."""
+    keep = rng.random(length) >= share
+    if length <= 3:
+        keep[:] = True
+    keep[0] = keep[-1] = True
+    return keep
+
+
+def drop_tokens(tokens: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
+    return tokens[kept_positions(len(tokens), share, rng)]
 
 
 def length_bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -144,7 +176,12 @@ class GoldPairs:
 
 def train(label_dirs: list[str], out_dir: str | Path, settings: TrainSettings, *, inputs: list[str] | None = None,
           teacher_folder: str | Path, dev_pairs: str = "", dev_inputs: list[str] | None = None,
-          gold_labels: str = "", progress: bool = True) -> dict:
+          gold_labels: str = "", progress: bool = True, cache_dir: Path | None = None,
+          init_from: str | Path | None = None) -> dict:
+    """``cache_dir``: where the teacher's per-piece vectors are kept between runs (``$NEWSEVENTS_HOME/cache``).
+    ``init_from``: a student folder to start from: its vocabulary, embedding width and target centres, and every
+    weight that fits the architecture ``settings`` name (all of them when it is the same architecture, as
+    ``newsevents retrain`` does with the served student; a static student's table when growing it a CNN)."""
     import torch
     from tqdm import tqdm
     from transformers import AutoTokenizer
@@ -169,6 +206,7 @@ def train(label_dirs: list[str], out_dir: str | Path, settings: TrainSettings, *
         raise ValueError(f"only {len(data)} documents with teacher vectors and tokens in {label_dirs}")
     train_data, val_data = data.split(settings.validation_fraction)
     primary = next(iter(data.targets))
+    base = BaseStudent.load(Path(init_from), data.heads) if init_from else None
     centres: dict[str, list[float]] = {}
     if settings.center_targets:
         # The teacher's vectors share one large direction: cosine to the mean vector alone is ~0.86 on e5.
@@ -176,6 +214,8 @@ def train(label_dirs: list[str], out_dir: str | Path, settings: TrainSettings, *
         # targets put its capacity where documents differ (and the centred teacher itself clusters better).
         for name in data.targets:
             centre = train_data.targets[name][train_data.has_target[name]].mean(axis=0)
+            if base is not None and name in base.centres:  # the space the student already learned
+                centre = np.asarray(base.centres[name], dtype=np.float32)
             centres[name] = centre.tolist()
             for subset in (train_data, val_data) + ((gold_source,) if gold_source is not None else ()):
                 if name in subset.targets:
@@ -185,9 +225,12 @@ def train(label_dirs: list[str], out_dir: str | Path, settings: TrainSettings, *
     weights = {name: settings.head_weights.get(name, 1.0 if name == primary else 0.5) for name in data.targets}
 
     # the vocabulary: pieces seen in training, then the tokenizer that emits only those
-    kept = build_vocabulary(train_data.tokens, settings.min_token_count, settings.max_vocab)
+    kept, kept_counts = build_vocabulary(train_data.tokens, settings.min_token_count, settings.max_vocab)
     tokenizer_dir = out / "tokenizer"
-    old_to_new = prune_tokenizer(Path(teacher_folder), kept, tokenizer_dir)
+    if base is not None:  # a student that exists keeps its vocabulary: new pieces read as smaller ones or unk
+        old_to_new = base.copy_tokenizer(Path(teacher_folder), tokenizer_dir)
+    else:
+        old_to_new = prune_tokenizer(Path(teacher_folder), kept, tokenizer_dir)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     train_tokens = [old_to_new[t] for t in train_data.tokens]
     val_tokens = [old_to_new[t] for t in val_data.tokens]
@@ -213,16 +256,16 @@ def train(label_dirs: list[str], out_dir: str | Path, settings: TrainSettings, *
     config = StudentConfig(encoder=settings.encoder, num_layers=settings.num_layers,
                            bidirectional=settings.bidirectional, embedding_dim=settings.embedding_dim,
                            hidden_dim=settings.hidden_dim, aggregation=settings.aggregation, heads=data.heads,
-                           vocab_size=int(len(tokenizer)), pad_token_id=int(tokenizer.pad_token_id))
-    model = StudentModel(config)
-    if settings.init_from_teacher:
-        initial = teacher_token_embeddings(Path(teacher_folder), old_to_new, config.vocab_size, config.embedding_dim)
-        if initial is not None:
-            with torch.no_grad():
-                model.embeddings.weight.copy_(torch.as_tensor(initial))
-                model.embeddings.weight[config.pad_token_id].zero_()  # padding must read as nothing (CNN windows)
+                           vocab_size=int(len(tokenizer)), pad_token_id=int(tokenizer.pad_token_id),
+                           token_target_dim=token_target_dim(data, settings))
+    if base is not None:
+        model, config = base.adapted(settings), None
+        config = model.config
+    else:
+        model = StudentModel(config)
+        initialise_embeddings(model, settings, Path(teacher_folder), old_to_new, kept, kept_counts, cache_dir, device)
     model = model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5,
                                                            patience=settings.lr_patience)
     history: list[dict] = []
@@ -230,7 +273,7 @@ def train(label_dirs: list[str], out_dir: str | Path, settings: TrainSettings, *
     checkpoint_path = out / "checkpoint.pt"
     resumable = {k: v for k, v in asdict(settings).items() if k not in ("max_epochs", "early_stopping", "threads")}
     run_key = {"settings": resumable, "labels": [str(d) for d in label_dirs], "docs": len(data),
-               "vocab": int(len(tokenizer))}
+               "vocab": int(len(tokenizer)), "init_from": base.version if base is not None else None}
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=device, weights_only=False)
         if state["run_key"] != run_key:
@@ -241,7 +284,7 @@ def train(label_dirs: list[str], out_dir: str | Path, settings: TrainSettings, *
         history, best_val, stale = state["history"], state["best_val"], state["stale"]
         start_epoch = len(history)
         print(f"resuming after epoch {start_epoch} (best validation loss {best_val:.4f})")
-    thresholds = [round(x, 2) for x in np.arange(0.45, 0.935, 0.03)]
+    thresholds = [round(float(x), 2) for x in np.arange(0.50, 0.945, 0.02)]  # students peak at 0.6-0.85
 
     def head_loss(predicted, target, mask):
         if not mask.any():
@@ -249,15 +292,32 @@ def train(label_dirs: list[str], out_dir: str | Path, settings: TrainSettings, *
         predicted, target = predicted[mask], target[mask]
         losses = []
         if settings.loss in ("cosine", "both"):
-            losses.append((1.0 - torch.nn.functional.cosine_similarity(predicted, target, dim=-1)).mean())
+            losses.append(cosine_loss(predicted, target))
         if settings.loss in ("mse", "both"):
-            losses.append(torch.nn.functional.mse_loss(predicted, target) * target.shape[1])  # per-vector scale
+            losses.append(mse_loss(predicted, target))
+        if settings.similarity_loss_weight and len(predicted) > 1:
+            losses.append(settings.similarity_loss_weight * similarity_loss(predicted, target))
         return sum(losses)
 
-    def batch_loss(rows: np.ndarray, token_lists: list, subset: DistillationData):
-        input_ids, mask = pad_batch([token_lists[r] for r in rows], config.pad_token_id)
+    def batch_loss(rows: np.ndarray, token_lists: list, subset: DistillationData,
+                   rng: np.random.Generator | None = None):
+        batch = [token_lists[r] for r in rows]
+        per_token = bool(config.token_target_dim and settings.token_loss_weight and subset.token_targets is not None)
+        states = [subset.token_targets[r] for r in rows] if per_token else None
+        if rng is not None and settings.token_dropout:
+            keeps = [kept_positions(len(t), settings.token_dropout, rng) for t in batch]
+            batch = [t[k] for t, k in zip(batch, keeps)]
+            states = [s[k] for s, k in zip(states, keeps)] if states is not None else None
+        input_ids, mask = pad_batch(batch, config.pad_token_id)
         outputs = model(input_ids.to(device), mask.to(device), all_heads=True)
         total = 0.0
+        predicted_tokens = outputs.pop("tokens", None)
+        if states is not None:
+            predicted = predicted_tokens
+            target = torch.zeros_like(predicted)
+            for row, rows_states in enumerate(states):
+                target[row, :len(rows_states)] = torch.as_tensor(rows_states.astype(np.float32))
+            total = settings.token_loss_weight * token_cosine_loss(predicted, target, mask.to(device))
         for name, predicted in outputs.items():
             target = torch.as_tensor(subset.targets[name][rows], device=device)
             has = torch.as_tensor(subset.has_target[name][rows], device=device)
@@ -289,7 +349,7 @@ def train(label_dirs: list[str], out_dir: str | Path, settings: TrainSettings, *
         bar = tqdm(length_bucketed_batches(lengths, settings.batch_size, rng), desc=f"epoch {epoch + 1}",
                    unit="batch", disable=not progress)
         for rows in bar:
-            loss = batch_loss(rows, train_tokens, train_data)
+            loss = batch_loss(rows, train_tokens, train_data, rng)
             if gold is not None and len(gold):
                 loss = loss + settings.gold_weight * gold_loss(rng, lam)
             optimizer.zero_grad()
@@ -318,7 +378,9 @@ def train(label_dirs: list[str], out_dir: str | Path, settings: TrainSettings, *
         improved = val_loss < best_val - 1e-5
         if improved:
             best_val, stale = val_loss, 0
-            save_student(model, tokenizer_dir, out / "model", data, settings, row, overlap, centres)
+            save_student(model, tokenizer_dir, out / "model", data, settings, row, overlap, centres,
+                         {"labels": [str(Path(d).resolve()) for d in label_dirs],
+                          "continued_from": base.version if base is not None else None})
         else:
             stale += 1
         torch.save({"run_key": run_key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -332,6 +394,87 @@ def train(label_dirs: list[str], out_dir: str | Path, settings: TrainSettings, *
               f"(cosine to teacher {val_cosine:.4f}){dev_text}{'  *' if improved else ''}", flush=True)
     return {"history": history, "model": str(out / "model"), "documents": len(data), "train": len(train_data),
             "validation": len(val_data), "vocab": int(len(tokenizer)), "dev_documents_in_training": overlap}
+
+
+@dataclass
+class BaseStudent:
+    """A trained student to continue from."""
+    folder: Path
+    model: object
+    centres: dict[str, list[float]]
+    version: str
+
+    @classmethod
+    def load(cls, folder: Path, heads: dict[str, int]) -> "BaseStudent":
+        import torch
+
+        from students.encoder import is_student_folder
+        from teacher.encoder import model_version
+
+        if not is_student_folder(folder):
+            raise ValueError(f"{folder} is not a student folder (config.json model_type newsevents-student)")
+        model = StudentModel.from_pretrained(folder, dtype=torch.float32).with_embedding_storage("float")
+        if dict(model.config.heads) != dict(heads):
+            raise ValueError(f"{folder} has heads {model.config.heads}; the labels give {heads}")
+        training = folder / "training.json"
+        centres = json.loads(training.read_text()).get("target_centres", {}) if training.exists() else {}
+        return cls(folder, model, centres, model_version(folder))
+
+    def adapted(self, settings: TrainSettings):
+        """This student, or a model of the architecture ``settings`` name holding every weight of it that fits."""
+        base = self.model.config
+        wanted = {"encoder": settings.encoder, "num_layers": settings.num_layers,
+                  "bidirectional": settings.bidirectional, "hidden_dim": settings.hidden_dim,
+                  "aggregation": settings.aggregation}
+        if all(getattr(base, k) == v for k, v in wanted.items()):
+            return self.model
+        config = StudentConfig(**{**base.to_dict(), **wanted})
+        model = StudentModel(config)
+        own = model.state_dict()
+        fitting = {k: v for k, v in self.model.state_dict().items() if k in own and own[k].shape == v.shape}
+        model.load_state_dict(fitting, strict=False)
+        return model
+
+    def copy_tokenizer(self, teacher_folder: Path, tokenizer_dir: Path) -> np.ndarray:
+        import shutil
+
+        from students.vocab import vocabulary_map
+
+        tokenizer_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(self.folder / name, tokenizer_dir / name)
+        return vocabulary_map(teacher_folder, self.folder)
+
+
+def initialise_embeddings(model, settings: TrainSettings, teacher_folder: Path, old_to_new: np.ndarray,
+                          kept: np.ndarray, kept_counts: np.ndarray, cache_dir: Path | None, device: str) -> None:
+    """Start the token table (and a static student's per-piece weights) from what the teacher computes."""
+    import torch
+
+    from students.static import reduce_table, sif_weights, teacher_piece_vectors
+
+    config = model.config
+    initial = None
+    if settings.embedding_init == "teacher-input":
+        initial = teacher_token_embeddings(teacher_folder, old_to_new, config.vocab_size, config.embedding_dim)
+    elif settings.embedding_init == "teacher-output":
+        cache = cache_dir / "piece-vectors" / f"{teacher_folder.name}.npz" if cache_dir else None
+        vectors = teacher_piece_vectors(teacher_folder, kept, device=device, cache=cache)
+        table = np.zeros((config.vocab_size, config.embedding_dim), dtype=np.float32)
+        table[old_to_new[kept]] = reduce_table(vectors, config.embedding_dim)
+        initial = table
+    elif settings.embedding_init != "random":
+        raise ValueError(f"embedding_init must be teacher-output, teacher-input or random, "
+                         f"not {settings.embedding_init!r}")
+    with torch.no_grad():
+        if initial is not None:
+            model.embeddings.weight.copy_(torch.as_tensor(initial))
+        model.embeddings.weight[config.pad_token_id].zero_()  # padding must read as nothing (CNN windows)
+        if config.encoder == "static":
+            weights = np.ones(config.vocab_size, dtype=np.float32)
+            weights[old_to_new[kept]] = sif_weights(kept_counts, settings.sif_coefficient)
+            model.token_weights.weight.copy_(torch.as_tensor(weights)[:, None])
+            model.token_weights.weight[config.pad_token_id].zero_()
 
 
 def teacher_token_embeddings(teacher_folder: Path, old_to_new: np.ndarray, vocab_size: int,
@@ -359,7 +502,7 @@ def teacher_token_embeddings(teacher_folder: Path, old_to_new: np.ndarray, vocab
 
 
 def save_student(model, tokenizer_dir: Path, folder: Path, data: DistillationData, settings: TrainSettings,
-                 epoch_row: dict, dev_overlap: int, centres: dict[str, list[float]]) -> None:
+                 epoch_row: dict, dev_overlap: int, centres: dict[str, list[float]], provenance: dict) -> None:
     """The HF folder the stream serves: weights, pruned tokenizer, how to use it, its tuned threshold, provenance."""
     import shutil
 
@@ -368,7 +511,8 @@ def save_student(model, tokenizer_dir: Path, folder: Path, data: DistillationDat
     # weights stored in fp16 (half the size on disk; inference upcasts to fp32 at load)
     import copy
 
-    copy.deepcopy(model).half().save_pretrained(tmp, safe_serialization=True)
+    served = copy.deepcopy(model).with_embedding_storage(settings.embedding_storage)
+    served.half().save_pretrained(tmp, safe_serialization=True)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(tokenizer_dir / name, tmp / name)
     name = f"student-{model.config.arch_name}"
@@ -378,7 +522,8 @@ def save_student(model, tokenizer_dir: Path, folder: Path, data: DistillationDat
         (tmp / "newsevents_cluster.json").write_text(json.dumps(
             {"threshold": epoch_row["dev"]["threshold"], "tuned_on": "dev pairs during training"}, indent=2))
     (tmp / "training.json").write_text(json.dumps(
-        {"teachers": data.teachers, "recipe": data.recipe, "documents": len(data), "settings": asdict(settings),
+        {"teachers": data.teachers, **provenance, "recipe": data.recipe, "documents": len(data),
+         "settings": asdict(settings),
          "epoch": epoch_row, "dev_documents_in_training": dev_overlap,
          "target_centres": {k: [round(x, 6) for x in v] for k, v in centres.items()}}, indent=2))
     shutil.rmtree(folder, ignore_errors=True)

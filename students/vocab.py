@@ -55,3 +55,21 @@ def prune_tokenizer(teacher_folder: Path, kept_ids: np.ndarray, out_folder: Path
     (out_folder / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG, indent=2))
     old_to_new[old_to_new < 0] = unk_new
     return old_to_new
+
+
+def vocabulary_map(teacher_folder: Path, student_folder: Path) -> np.ndarray:
+    """``teacher id → student id`` for a student whose tokenizer was pruned from this teacher's (unk elsewhere):
+    how teacher labels, which store the teacher's ids, are read by a student that already exists."""
+    def pieces(folder: Path) -> list[str]:
+        spec = json.loads((Path(folder) / "tokenizer.json").read_text(encoding="utf-8"))
+        if spec["model"].get("type") != "Unigram":
+            raise ValueError(f"{folder}: expected a Unigram tokenizer, found {spec['model'].get('type')}")
+        return [piece for piece, _ in spec["model"]["vocab"]]
+
+    student_spec = json.loads((Path(student_folder) / "tokenizer.json").read_text(encoding="utf-8"))
+    student_ids = {piece: i for i, piece in enumerate(pieces(student_folder))}
+    old_to_new = np.full(len(pieces(teacher_folder)), int(student_spec["model"]["unk_id"]), dtype=np.int64)
+    for old, piece in enumerate(pieces(teacher_folder)):
+        if piece in student_ids:
+            old_to_new[old] = student_ids[piece]
+    return old_to_new

@@ -103,16 +103,19 @@ class HFEncoder:
         precision = f"+{quantize}" if quantize else ("+fp16" if self.device.startswith("cuda") else "")
         self.version = model_version(self.folder) + precision  # labels of different precisions never mix
 
-    def encode(self, texts: list[str], batch_size: int = 32, return_tokens: bool = False):
+    def encode(self, texts: list[str], batch_size: int = 32, return_tokens: bool = False,
+               return_token_states: bool = False):
         """Encode in length-sorted batches (less padding); vectors in input order.
 
         ``return_tokens``: also the token ids each text was encoded from (after prefix and truncation), which
-        is what a student trained on these vectors must read.
+        is what a student trained on these vectors must read. ``return_token_states`` (with it): also each
+        token's last-layer state, ``(tokens, hidden)`` per text: the student's per-token targets.
         """
         import torch
 
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         tokens: list[np.ndarray] = [np.zeros(0, dtype=np.int32)] * len(texts)
+        states: list[np.ndarray] = [np.zeros((0, self.dim), dtype=np.float32)] * len(texts)
         prefixed = [self.settings.prefix + t for t in texts]
         order = sorted(range(len(texts)), key=lambda i: len(prefixed[i]))
         with torch.inference_mode():
@@ -126,6 +129,9 @@ class HFEncoder:
                         tokens[i] = batch["input_ids"][row][kept].numpy().astype(np.int32)
                 batch = batch.to(self.device)
                 hidden = self.model(**batch).last_hidden_state.float()
+                if return_token_states:
+                    for row, i in enumerate(idx):
+                        states[i] = hidden[row][batch["attention_mask"][row].bool()].cpu().numpy()
                 if self.settings.pooling == "cls":
                     pooled = hidden[:, 0]
                 else:
@@ -134,4 +140,6 @@ class HFEncoder:
                 if self.settings.normalize:
                     pooled = torch.nn.functional.normalize(pooled, dim=-1)
                 out[idx] = pooled.cpu().numpy()
+        if return_token_states:
+            return out, tokens, states
         return (out, tokens) if return_tokens else out

@@ -1,0 +1,85 @@
+"""`newsevents retrain` end to end on a tiny real teacher: label a new crawl, continue the served student, gate
+on gold pairs, once promoting (registry and news.control) and once refusing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import orjson
+
+from test_eval import crawl_with_pairs
+
+
+def newsevents(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def served_student(contest_docs, tiny_model_dir, tmp_path):
+    """Old labels of one crawl, a static student trained on them, and a second crawl it has not seen."""
+    crawl, pairs = crawl_with_pairs(contest_docs, tmp_path)
+    new_crawl = tmp_path / "new-crawl"
+    new_crawl.mkdir()
+    for doc_id, raw in list(contest_docs.items())[40:90]:
+        (new_crawl / f"{doc_id}.html").write_bytes(raw)
+    (new_crawl / f"{next(iter(contest_docs))}.html").write_bytes(next(iter(contest_docs.values())))  # old document
+    labels = tmp_path / "labels"
+    result = newsevents("teacher", "label", str(crawl), "--out", str(labels), "--teacher", str(tiny_model_dir),
+                        "--quiet")
+    assert result.returncode == 0, result.stderr[-2000:]
+    result = newsevents("students", "train", "--labels", str(labels), "--out", str(tmp_path / "run"),
+                        "--teacher-model", str(tiny_model_dir), "--arch", "static", "--embedding-dim", "32",
+                        "--aggregation", "mean", "--min-token-count", "1", "--max-epochs", "1",
+                        "--home", str(tmp_path / "home"), "--quiet")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return crawl, pairs, new_crawl, labels, tmp_path / "run" / "model"
+
+
+def test_retrain_promotes_then_refuses(contest_docs, tiny_model_dir, tmp_path, kafka_bootstrap):
+    crawl, pairs, new_crawl, labels, student = served_student(contest_docs, tiny_model_dir, tmp_path)
+    home = tmp_path / "home"
+    common = ["retrain", "--crawl", str(new_crawl), "--teacher", str(tiny_model_dir), "--gold-pairs", str(pairs),
+              "--gold-input", str(crawl), "--model-dir", str(student), "--home", str(home), "--epochs", "1",
+              "--speed-docs", "16", "--bootstrap-servers", kafka_bootstrap, "--quiet", "--json"]
+
+    promoted = newsevents(*common, "--work-dir", str(tmp_path / "job1"), "--min-gain", "-1")
+    assert promoted.returncode == 0, promoted.stderr[-3000:]
+    report = orjson.loads(promoted.stdout.strip().splitlines()[-1])
+    assert report["decision"] == "promoted" and ">=" in report["reason"]
+    assert report["labelling"]["new_documents_labelled"] == 50  # the old document is not labelled again
+    assert report["labelling"]["already_in_old_labels"] == 1
+    assert report["training"]["documents"] == 91  # old and new labels
+    scores = report["scores"]
+    assert scores["served"]["model_dir"] == str(student.resolve())
+    assert all(0.0 <= s["stream_f1"] <= 1.0 and s["docs_per_s"] > 0 for s in scores.values())
+    assert report["promotion"]["announced"] is True
+    promoted_record = json.loads((home / "registry" / "promoted.json").read_text())
+    assert promoted_record["model_version"] == report["promotion"]["model_version"] == scores["candidate"][
+        "model_version"]
+    candidate_training = json.loads((tmp_path / "job1" / "train" / "model" / "training.json").read_text())
+    assert candidate_training["continued_from"] == scores["served"]["model_version"]
+    for name in ("report.json", "report.md", "training_curve.png"):
+        assert (tmp_path / "job1" / name).stat().st_size > 100
+    again = newsevents(*common, "--work-dir", str(tmp_path / "job1"), "--min-gain", "-1")
+    assert again.returncode == 0 and orjson.loads(again.stdout.strip().splitlines()[-1])["already_decided"]
+
+    refused = newsevents(*common, "--work-dir", str(tmp_path / "job2"), "--min-gain", "2")
+    assert refused.returncode == 3, refused.stderr[-3000:]
+    report = orjson.loads(refused.stdout.strip().splitlines()[-1])
+    assert report["decision"] == "refused" and "the served model stays" in report["reason"]
+    assert "promotion" not in report
+    assert json.loads((home / "registry" / "promoted.json").read_text()) == promoted_record  # unchanged
+
+
+def test_retrain_errors_are_clear(tmp_path, tiny_model_dir):
+    missing = newsevents("retrain", "--crawl", str(tmp_path / "nowhere"), "--work-dir", str(tmp_path / "job"),
+                         "--gold-pairs", str(tmp_path / "p.tsv"), "--gold-input", str(tmp_path))
+    assert missing.returncode == 2 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
+    (tmp_path / "crawl").mkdir()
+    (tmp_path / "p.tsv").write_text("first_doc\tsecond_doc\tquality\n")
+    teacher_served = newsevents("retrain", "--crawl", str(tmp_path / "crawl"), "--work-dir", str(tmp_path / "job"),
+                                "--gold-pairs", str(tmp_path / "p.tsv"), "--gold-input", str(tmp_path / "crawl"),
+                                "--model-dir", str(tiny_model_dir))
+    assert teacher_served.returncode == 2 and "--labels" in teacher_served.stderr, teacher_served.stderr[-2000:]
