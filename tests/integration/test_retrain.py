@@ -83,3 +83,25 @@ def test_retrain_errors_are_clear(tmp_path, tiny_model_dir):
                                 "--gold-pairs", str(tmp_path / "p.tsv"), "--gold-input", str(tmp_path / "crawl"),
                                 "--model-dir", str(tiny_model_dir))
     assert teacher_served.returncode == 2 and "--labels" in teacher_served.stderr, teacher_served.stderr[-2000:]
+
+
+def test_ship_scores_the_student_beside_the_centred_teacher_and_decides_if_it_serves(contest_docs, tiny_model_dir,
+                                                                                     tmp_path):
+    from pipeline.config import shipped_student_serves
+
+    crawl, pairs, _, labels, student = served_student(contest_docs, tiny_model_dir, tmp_path)
+    shipped = tmp_path / "shipped"
+    result = newsevents("students", "ship", str(student), "--teacher-labels", str(labels), "--pairs", str(pairs),
+                        "--input", str(crawl), "--to", str(shipped), "--bar", "1.0", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert record["serve_by_default"] is True and shipped_student_serves(shipped)  # a bar of 1.0 always passes
+    assert record["gap"] == round(record["teacher_centred"]["stream_f1"] - record["student"]["stream_f1"], 4)
+    assert json.loads((shipped / "release.json").read_text())["student"] == record["student"]
+    assert (shipped / "model.safetensors").exists() and record["size_mb"] > 0
+    strict = newsevents("students", "ship", str(student), "--teacher-labels", str(labels), "--pairs", str(pairs),
+                        "--input", str(crawl), "--to", str(shipped), "--bar", "-1.0", "--json")
+    assert strict.returncode == 0 and not shipped_student_serves(shipped)  # no student beats the teacher by 1.0
+    too_big = newsevents("students", "ship", str(student), "--teacher-labels", str(labels), "--pairs", str(pairs),
+                         "--input", str(crawl), "--to", str(tmp_path / "other"), "--max-mb", "0.001")
+    assert too_big.returncode == 2 and "over --max-mb" in too_big.stderr and not (tmp_path / "other").exists()
