@@ -27,7 +27,7 @@ from pipeline.ops.supervise import Workers
 from pipeline.plots import pyplot, save_figure
 from pipeline.records import DeadLetter, Document, EventAssignment
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # pipeline/ops/demo.py → the checkout
 DEFAULT_INPUT = REPO_ROOT.parent / "shared" / "data" / "contest_html" / "tgcontest_2019-11-08_2019-11-15.tar.gz"
 
 
