@@ -20,15 +20,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.broker import EmbeddedBroker  # noqa: E402
+from pipeline.ops.broker import EmbeddedBroker  # noqa: E402
 from pipeline.config import Settings  # noqa: E402
-from pipeline.events import iter_records, make_reader  # noqa: E402
-from pipeline.topics import ensure_topics  # noqa: E402
+from pipeline.kafka.reader import iter_records, make_reader  # noqa: E402
+from pipeline.kafka import clients  # noqa: E402
+from pipeline.kafka.topics import ensure_topics  # noqa: E402
 
 
 def trial(kill: bool, records: int, restarts: int) -> str:
-    from kafka import KafkaProducer
-
     folder = Path(tempfile.mkdtemp(prefix="newsevents-durability-"))
     with EmbeddedBroker(durable_dir=folder / "broker", log_dir=folder / "logs") as broker:
         settings = Settings(bootstrap_servers=broker.bootstrap_servers, partitions=2)
@@ -36,8 +35,7 @@ def trial(kill: bool, records: int, restarts: int) -> str:
         acked: dict[str, int] = {}  # key → the offset the broker acknowledged it at
 
         def publish() -> None:
-            producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all", linger_ms=20, retries=5,
-                                     request_timeout_ms=10000, reconnect_backoff_max_ms=1000)
+            producer = clients.restart_tolerant_producer(settings)
             pending = [f"k{i}" for i in range(records)]
             for attempt in range(10):
                 for key in pending:

@@ -17,10 +17,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.demo import DEFAULT_INPUT  # noqa: E402
-from pipeline.embed import DEFAULT_MAX_CHARS, load_encoder  # noqa: E402
+from pipeline.ops.demo import DEFAULT_INPUT  # noqa: E402
+from pipeline.flow.embed import DEFAULT_MAX_CHARS  # noqa: E402
+from pipeline.models import load_encoder  # noqa: E402
 from pipeline.evaluate import cluster_labels, embedded_documents, in_published_order, read_pairs, score_pairs  # noqa: E402
-from pipeline.schemas import EmbeddedDocument  # noqa: E402
+from pipeline.records import EmbeddedDocument  # noqa: E402
 
 DEFAULT_PAIRS = DEFAULT_INPUT.parents[1] / "eval" / "dev_pairs.tsv"
 

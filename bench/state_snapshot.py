@@ -18,9 +18,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.cluster import ClusterConfig, IncrementalClusterer  # noqa: E402
-from pipeline.schemas import EmbeddedDocument  # noqa: E402
-from pipeline.state import ClusterStateStore  # noqa: E402
+from pipeline.flow.cluster import ClusterConfig, IncrementalClusterer  # noqa: E402
+from pipeline.records import EmbeddedDocument  # noqa: E402
+from pipeline.flow.state import ClusterStateStore  # noqa: E402
 
 
 def main() -> None:

@@ -13,20 +13,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from pipeline.cluster import ClusterConfig
+from pipeline.flow.cluster import ClusterConfig
 
 ENV_PREFIX = "NEWSEVENTS_"
-SHIPPED_STUDENT = Path(__file__).resolve().parent.parent / "students" / "default"
-RELEASE_FILE = "release.json"  # written by bench/ship_student.py: the dev scores beside the teacher's, and the verdict
-
-
-def shipped_student_serves(folder: Path = SHIPPED_STUDENT) -> bool:
-    """A shipped student is served by default only once it clusters within a point of the teacher."""
-    import json
-
-    release = folder / RELEASE_FILE
-    return (folder / "config.json").exists() and release.exists() and bool(
-        json.loads(release.read_text()).get("serve_by_default"))
 
 
 def default_home() -> Path:
@@ -53,7 +42,7 @@ class Settings:
     parse_batch_size: int = 256
     parse_max_wait_s: float = 0.2
     # embed
-    model_dir: str = ""  # empty: the student shipped in students/default (the teacher if that is missing)
+    model_dir: str = ""  # empty: pipeline.models.served_model_dir decides (promoted, shipped student, teacher)
     device: str = "auto"  # auto = cuda when present, else cpu
     quantize: str = ""  # "int8": dynamic int8 on CPU
     max_length: int = 256  # tokens
@@ -62,7 +51,7 @@ class Settings:
     embed_max_wait_s: float = 0.5
     threads: int = 0  # torch CPU threads; 0 = torch default
     # cluster (defaults are the clusterer's own)
-    threshold: float = 0.0  # 0: pipeline.cluster.DEFAULT_THRESHOLD (tuned for the default model)
+    threshold: float = 0.0  # 0: pipeline.flow.cluster.DEFAULT_THRESHOLD (tuned for the default model)
     neighbours: int = ClusterConfig.neighbours
     bucket_hours: float = ClusterConfig.bucket_hours
     window_hours: float = ClusterConfig.window_hours
@@ -80,21 +69,6 @@ class Settings:
     @property
     def home_path(self) -> Path:
         return Path(self.home)
-
-    @property
-    def resolved_model_dir(self) -> Path:
-        """The model to serve: --model-dir, else the registry's promoted model, else the student shipped in
-        students/default when its release record says it met the bar (``release.json``), else the teacher."""
-        if self.model_dir:
-            return Path(self.model_dir)
-        promoted = self.registry_dir / "promoted.json"
-        if promoted.exists():
-            import json
-
-            folder = Path(json.loads(promoted.read_text())["model_dir"])
-            if (folder / "config.json").exists():
-                return folder
-        return SHIPPED_STUDENT if shipped_student_serves() else self.teacher_dir
 
     @property
     def cluster_state_path(self) -> Path:

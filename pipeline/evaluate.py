@@ -117,7 +117,7 @@ def day_of(published_time: str | None) -> str:
 
 def in_published_order(docs: list) -> list:
     """The order a stream would see: by published time (undated first), ties in input order."""
-    from pipeline.cluster import document_epoch_s
+    from pipeline.flow.cluster import document_epoch_s
 
     return sorted(docs, key=lambda d: document_epoch_s(d) or 0.0)
 
@@ -125,7 +125,7 @@ def in_published_order(docs: list) -> list:
 def cluster_labels(docs: list, mode: str, threshold: float, batch_size: int = 64) -> dict[str, str]:
     """doc id → cluster. ``batch``: average link per day (the Dialogue baseline). ``stream``: the production
     clusterer fed in published-time order, micro-batch by micro-batch."""
-    from pipeline.cluster import ClusterConfig, IncrementalClusterer
+    from pipeline.flow.cluster import ClusterConfig, IncrementalClusterer
 
     if not docs:
         return {}
@@ -181,9 +181,9 @@ def embedded_documents(inputs: list[str], *, encoder=None, labels_dir: str | Non
                        batch_size: int = 32, progress: bool = False):
     """Every parseable document of ``inputs`` with its vector: encoded now, or read from a teacher label folder.
     Returns (documents, input stats, ids without a vector)."""
-    from pipeline.documents import InputStats, iter_documents
-    from pipeline.embed import embed
-    from pipeline.schemas import EmbeddedDocument
+    from pipeline.flow.documents import InputStats, iter_documents
+    from pipeline.flow.embed import embed
+    from pipeline.records import EmbeddedDocument
 
     stats = InputStats()
     parsed = list(iter_documents(inputs, stats))
@@ -194,7 +194,7 @@ def embedded_documents(inputs: list[str], *, encoder=None, labels_dir: str | Non
         for start in tqdm(range(0, len(parsed), 256), desc="embed", unit="x256 docs", disable=not progress):
             out += embed(parsed[start:start + 256], encoder, batch_size=batch_size, max_chars=max_chars)
         return out, stats, []
-    from teacher.label import load_manifest, read_shards
+    from pipeline.label_folder import load_manifest, read_shards
 
     version = load_manifest(Path(labels_dir))["teacher"]
     vectors = {}

@@ -126,22 +126,21 @@ def _read_token_cache(path: Path) -> dict[str, np.ndarray]:
 
 
 def _write_token_cache(path: Path, tokens: dict[str, np.ndarray]) -> None:
-    import os
+    from pipeline.files import write_atomic
 
     ids = sorted(tokens)
     offsets = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum([len(tokens[d]) for d in ids], out=offsets[1:])
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, doc_ids=np.array(ids), token_ids=np.concatenate([tokens[d] for d in ids]).astype(np.int32),
-             token_offsets=offsets)
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: np.savez(f, doc_ids=np.array(ids),
+                                          token_ids=np.concatenate([tokens[d] for d in ids]).astype(np.int32),
+                                          token_offsets=offsets), fsync=False, tmp_suffix=".tmp.npz")
 
 
 def _tokenise_from_inputs(wanted: set[str], inputs: list[str], tokenizer, recipe: dict) -> dict[str, np.ndarray]:
     from tqdm import tqdm
 
-    from pipeline.documents import InputStats, iter_documents
-    from pipeline.embed import document_text
+    from pipeline.flow.documents import InputStats, iter_documents
+    from pipeline.flow.embed import document_text
 
     found: dict[str, np.ndarray] = {}
     texts, ids = [], []

@@ -3,17 +3,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from teacher.encoder import EncoderSettings, model_version, pick_device
-
-
-def is_student_folder(folder: str | Path) -> bool:
-    config = Path(folder) / "config.json"
-    return config.exists() and json.loads(config.read_text()).get("model_type") == "newsevents-student"
+from pipeline.model_folder import EncoderSettings, model_version, pick_device, quantize_int8, set_torch_threads
 
 
 class StudentEncoder:
@@ -28,15 +22,11 @@ class StudentEncoder:
         self.settings = EncoderSettings.from_folder(self.folder)
         self.device = pick_device(device)
         self.max_length = max_length
-        if threads:
-            torch.set_num_threads(threads)
+        set_torch_threads(threads)
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
         model = StudentModel.from_pretrained(self.folder, dtype=torch.float32).eval()
         if quantize == "int8":
-            if self.device != "cpu":
-                raise ValueError("int8 dynamic quantisation is a CPU option")
-            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear, torch.nn.GRU, torch.nn.LSTM},
-                                                           dtype=torch.qint8)
+            model = quantize_int8(model, self.device, {torch.nn.Linear, torch.nn.GRU, torch.nn.LSTM})
         self.model = model.to(self.device)
         self.dim = int(self.model.config.output_dim)
         self.version = model_version(self.folder) + (f"+{quantize}" if quantize else "")

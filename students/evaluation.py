@@ -24,8 +24,8 @@ class DevPairEvaluator:
     docs: list = field(init=False)
 
     def __post_init__(self) -> None:
-        from pipeline.documents import InputStats, iter_documents
         from pipeline.evaluate import read_pairs
+        from pipeline.flow.documents import InputStats, iter_documents
 
         self.pairs = read_pairs(self.pairs_path)
         self.docs = list(iter_documents(self.inputs, InputStats()))
@@ -33,7 +33,7 @@ class DevPairEvaluator:
             raise ValueError(f"no parseable documents in {self.inputs}")
 
     def embedded(self, encoder) -> list:
-        from pipeline.embed import embed
+        from pipeline.flow.embed import embed
 
         out = []
         for start in range(0, len(self.docs), 256):

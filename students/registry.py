@@ -14,37 +14,13 @@ import json
 import os
 import re
 import shutil
-import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from teacher.encoder import model_version, read_cluster_threshold
+from pipeline.files import write_atomic
+from pipeline.model_folder import model_version
+from pipeline.records import Promotion
 
 PROMOTED = "promoted.json"
-
-
-@dataclass(frozen=True)
-class Promotion:
-    model_dir: str
-    model_version: str
-    threshold: float  # the cluster threshold tuned for this model (0: none, the clusterer's setting applies)
-    promoted_at_ms: int
-
-    def to_bytes(self) -> bytes:
-        return json.dumps({"type": "promote", **asdict(self)}).encode()
-
-    @classmethod
-    def from_bytes(cls, value: bytes) -> "Promotion":
-        raw = json.loads(value)
-        if not isinstance(raw, dict) or raw.get("type") != "promote":
-            raise ValueError("not a promotion record")
-        return cls(str(raw["model_dir"]), str(raw["model_version"]), float(raw.get("threshold") or 0.0),
-                   int(raw["promoted_at_ms"]))
-
-    @classmethod
-    def of(cls, folder: Path) -> "Promotion":
-        folder = Path(folder).resolve()
-        return cls(str(folder), model_version(folder), read_cluster_threshold(folder), int(time.time() * 1000))
 
 
 class Registry:
@@ -76,10 +52,13 @@ class Registry:
     def promote(self, folder: Path) -> Promotion:
         promotion = Promotion.of(folder)
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / (PROMOTED + ".tmp")
-        tmp.write_bytes(promotion.to_bytes())
-        os.replace(tmp, self.root / PROMOTED)
+        write_atomic(self.root / PROMOTED, promotion.to_bytes(), fsync=False)
         return promotion
+
+    def promoted_dir(self) -> Path | None:
+        """The promoted model folder, as recorded (whether it still exists is the caller's question)."""
+        path = self.root / PROMOTED
+        return Path(json.loads(path.read_text())["model_dir"]) if path.exists() else None
 
     def promoted(self) -> Promotion | None:
         path = self.root / PROMOTED

@@ -4,7 +4,7 @@ default only when it clusters within ``bar`` F1 of it.
 The student learns centred targets, so the teacher it must match is the *centred* teacher: the teacher's vectors
 minus the centre the student was trained against (``training.json``), renormalised. Both are scored through the
 stream's clusterer at their own best threshold (``students.evaluation``). ``release.json`` in the shipped folder
-records both scores and the verdict; ``pipeline.config`` reads only its ``serve_by_default``.
+records both scores and the verdict; ``pipeline.models`` reads only its ``serve_by_default``.
 """
 
 from __future__ import annotations
@@ -46,11 +46,11 @@ def teacher_documents(evaluator, teacher_labels: str | None, teacher_encoder) ->
 
 def release_record(student_dir: Path, evaluator, teacher_docs: list, bar: float = DEFAULT_BAR,
                    reproduce: str = "") -> dict:
-    from pipeline.embed import load_encoder
+    from students.encoder import StudentEncoder
 
     training = json.loads((student_dir / "training.json").read_text())
     centre = np.asarray(next(iter(training["target_centres"].values())), dtype=np.float32)
-    student = evaluator(load_encoder(student_dir))
+    student = evaluator(StudentEncoder(student_dir))
     teacher_raw = evaluator.score(teacher_docs)
     teacher = evaluator.score(centred(teacher_docs, centre))
     size_mb = sum(f.stat().st_size for f in student_dir.iterdir() if f.is_file()) / 1e6
@@ -67,7 +67,7 @@ def release_record(student_dir: Path, evaluator, teacher_docs: list, bar: float 
 
 def ship(student_dir: Path, destination: Path, record: dict) -> Path:
     """Copy the student folder over ``destination`` with its ``release.json`` (atomically, by rename)."""
-    from pipeline.config import RELEASE_FILE
+    from pipeline.model_folder import RELEASE_FILE
 
     tmp = destination.with_name(destination.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -12,10 +12,11 @@ version and piece set in the training folder.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.files import write_atomic
 
 DEFAULT_SIF = 1e-3  # SIF's ``a``; Tokenlearn and model2vec use 1e-3 .. 1e-4
 
@@ -35,7 +36,7 @@ def teacher_piece_vectors(teacher_folder: str | Path, piece_ids: np.ndarray, *, 
 
     ``piece_ids`` are ids in the teacher's own vocabulary. ``cache`` (an .npz) keeps every piece computed so far
     for this teacher: a later student with another vocabulary pays only for the pieces that are new."""
-    from teacher.encoder import model_version
+    from pipeline.model_folder import model_version
 
     piece_ids = np.asarray(piece_ids, dtype=np.int64)
     version = model_version(Path(teacher_folder))
@@ -53,9 +54,8 @@ def teacher_piece_vectors(teacher_folder: str | Path, piece_ids: np.ndarray, *, 
         known_ids, known = known_ids[order], known[order]
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(cache.name + ".tmp.npz")
-            np.savez(tmp, teacher=np.array(version), piece_ids=known_ids, vectors=known)
-            os.replace(tmp, cache)
+            write_atomic(cache, lambda f: np.savez(f, teacher=np.array(version), piece_ids=known_ids, vectors=known),
+                         fsync=False, tmp_suffix=".tmp.npz")
     return known[np.searchsorted(known_ids, piece_ids)]
 
 

@@ -1,76 +1,17 @@
 """A text encoder loaded from any Hugging Face encoder folder: ``encode(texts) -> (n, dim)`` unit vectors.
 
 Pooling (mean over the attention mask, or CLS), the text prefix (e5 wants ``"passage: "``) and whether to
-L2-normalise come from ``newsevents_encoder.json`` in the folder when present, so a model folder carries
+L2-normalise come from ``newsevents_encoder.json`` in the folder when present (``pipeline.model_folder``), so a model folder carries
 how it must be used. The token limit is the caller's (``max_length``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-ENCODER_SETTINGS_FILE = "newsevents_encoder.json"
-
-
-@dataclass(frozen=True)
-class EncoderSettings:
-    name: str = ""
-    pooling: str = "mean"  # "mean" (over the attention mask) or "cls"
-    prefix: str = ""
-    normalize: bool = True
-
-    @classmethod
-    def from_folder(cls, folder: Path) -> "EncoderSettings":
-        path = folder / ENCODER_SETTINGS_FILE
-        raw = json.loads(path.read_text()) if path.exists() else {}
-        raw.setdefault("name", folder.name)
-        return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
-
-
-CLUSTER_SETTINGS_FILE = "newsevents_cluster.json"  # apart from the encoder's: a threshold is not a new space
-
-
-def read_cluster_threshold(folder: Path) -> float:
-    """The threshold tuned for this model (`newsevents eval --tune --write-threshold`); 0 when none."""
-    path = Path(folder) / CLUSTER_SETTINGS_FILE
-    return float(json.loads(path.read_text()).get("threshold", 0.0)) if path.exists() else 0.0
-
-
-def write_cluster_threshold(folder: Path, threshold: float, tuned_on: str = "") -> None:
-    path = Path(folder) / CLUSTER_SETTINGS_FILE
-    path.write_text(json.dumps({"threshold": round(float(threshold), 4), "tuned_on": tuned_on}, indent=2))
-
-
-def model_version(folder: Path) -> str:
-    """``name@hash`` of the weights and config: travels with every vector so consumers know which space it is in."""
-    folder = Path(folder)
-    digest = hashlib.sha256()
-    for name in ("config.json", ENCODER_SETTINGS_FILE):
-        if (folder / name).exists():
-            digest.update((folder / name).read_bytes())
-    provenance = folder / "provenance.json"
-    if provenance.exists() and "weights_sha256" in provenance.read_text():
-        # provisioned folders: the recorded checksum of the converted weights (and so of the source)
-        digest.update(json.loads(provenance.read_text())["weights_sha256"].encode())
-    else:
-        for path in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) + sorted(folder.glob("tokenizer*")):
-            with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 22), b""):
-                    digest.update(chunk)
-    return f"{EncoderSettings.from_folder(folder).name}@{digest.hexdigest()[:12]}"
-
-
-def pick_device(requested: str = "auto") -> str:
-    import torch
-
-    if requested != "auto":
-        return requested
-    return "cuda" if torch.cuda.is_available() else "cpu"
+from pipeline.model_folder import EncoderSettings, model_version, pick_device, quantize_int8, set_torch_threads
 
 
 class HFEncoder:
@@ -87,15 +28,12 @@ class HFEncoder:
         self.settings = EncoderSettings.from_folder(self.folder)
         self.device = pick_device(device)
         self.max_length = max_length
-        if threads:
-            torch.set_num_threads(threads)
+        set_torch_threads(threads)
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
         model = AutoModel.from_pretrained(self.folder, dtype=torch.float32)
         model.eval()
         if quantize == "int8":
-            if self.device != "cpu":
-                raise ValueError("int8 dynamic quantisation is a CPU option")
-            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+            model = quantize_int8(model, self.device, {torch.nn.Linear})
         elif self.device.startswith("cuda"):
             model = model.half()
         self.model = model.to(self.device)

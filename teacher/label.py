@@ -17,53 +17,25 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import time
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.embed import document_text
-from pipeline.documents import InputStats, iter_documents  # noqa: F401 (part of this module's interface)
-from pipeline.schemas import Document
+from pipeline.flow.embed import document_text
+from pipeline.flow.documents import InputStats, iter_documents  # noqa: F401 (part of this module's interface)
+from pipeline.files import write_atomic
+from pipeline.label_folder import MANIFEST, LabelError, load_manifest, read_shards  # noqa: F401 (this module's interface)
+from pipeline.records import Document
 from teacher.provision import sha256_file
 
-MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 
 
-class LabelError(RuntimeError):
-    pass
-
-
-def iter_topic_documents(bootstrap_servers: str, topic: str, idle_timeout_s: float = 5.0) -> Iterator[Document]:
-    """Every parsed document on a ``news.docs``-like topic, read from the beginning until it goes quiet."""
-    from pipeline.config import Settings
-    from pipeline.events import iter_records, make_reader
-
-    reader = make_reader(Settings(bootstrap_servers=bootstrap_servers), [topic])
-    try:
-        for record in iter_records(reader, idle_timeout_s=idle_timeout_s):
-            try:
-                yield Document.from_bytes(record.value)
-            except ValueError:
-                continue
-    finally:
-        reader.close()
-
-
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())  # on disk before it is renamed into place
-    os.replace(tmp, path)
-
-
 def _write_manifest(out_dir: Path, manifest: dict) -> None:
-    _write_atomic(out_dir / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2)))
+    write_atomic(out_dir / MANIFEST, json.dumps(manifest, indent=2))  # fsynced: on disk before it is renamed into place
 
 
 @contextlib.contextmanager
@@ -82,21 +54,6 @@ def _exclusive(out_dir: Path):
         handle.close()
 
 
-def load_manifest(out_dir: Path) -> dict | None:
-    path = out_dir / MANIFEST
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def read_shards(out_dir: Path) -> Iterator[dict[str, np.ndarray]]:
-    """The shards a manifest lists, in order (what the student trainer reads)."""
-    manifest = load_manifest(Path(out_dir))
-    if manifest is None:
-        raise LabelError(f"{out_dir}: no {MANIFEST}")
-    for shard in manifest["shards"]:
-        with np.load(Path(out_dir) / shard["file"], allow_pickle=False) as data:
-            yield {k: data[k] for k in data.files}
-
-
 TOKEN_BASIS = "token_pca.npz"
 
 
@@ -113,7 +70,7 @@ def token_basis(out_dir: Path, states: list[np.ndarray], dim: int) -> dict[str, 
     sample = sample[np.random.default_rng(0).permutation(len(sample))[:50_000]]
     pca = PCA(n_components=min(dim, sample.shape[1], len(sample))).fit(sample)
     basis = {"mean": pca.mean_.astype(np.float32), "components": pca.components_.astype(np.float32)}
-    _write_atomic(path, lambda tmp: np.savez(open(tmp, "wb"), **basis))
+    write_atomic(path, lambda f: np.savez(f, **basis))
     return basis
 
 
@@ -124,14 +81,13 @@ def _flush(out_dir: Path, manifest: dict, docs: list[Document], vectors: np.ndar
     offsets = np.zeros(len(tokens) + 1, dtype=np.int64)
     np.cumsum([len(t) for t in tokens], out=offsets[1:])
 
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, doc_ids=np.array([d.doc_id for d in docs]), vectors=vectors.astype(np.float32),
-                     token_ids=np.concatenate(tokens).astype(np.int32) if tokens else np.zeros(0, np.int32),
-                     token_offsets=offsets, langs=np.array([d.lang for d in docs]),
-                     **({"token_states": token_states} if token_states is not None else {}))
+    def write(f) -> None:
+        np.savez(f, doc_ids=np.array([d.doc_id for d in docs]), vectors=vectors.astype(np.float32),
+                 token_ids=np.concatenate(tokens).astype(np.int32) if tokens else np.zeros(0, np.int32),
+                 token_offsets=offsets, langs=np.array([d.lang for d in docs]),
+                 **({"token_states": token_states} if token_states is not None else {}))
 
-    _write_atomic(out_dir / name, write)
+    write_atomic(out_dir / name, write)
     manifest["shards"].append({"file": name, "count": len(docs), "sha256": sha256_file(out_dir / name)})
     manifest["counts"]["labelled"] += len(docs)
     _write_manifest(out_dir, manifest)

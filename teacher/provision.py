@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from teacher.encoder import ENCODER_SETTINGS_FILE
+from pipeline.model_folder import ENCODER_SETTINGS_FILE
 
 E5_MAGIC = b"E5S1"
 Q4_BLOCK = 32  # weights per Q4_0 block: one fp16 scale + 16 bytes of nibbles

@@ -42,7 +42,7 @@ def kafka_bootstrap():
         with KafkaContainer() as kafka:
             yield kafka.get_bootstrap_server()
         return
-    from pipeline.broker import EmbeddedBroker
+    from pipeline.ops.broker import EmbeddedBroker
 
     with EmbeddedBroker() as broker:
         yield broker.bootstrap_servers

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.broker import EmbeddedBroker
+from pipeline.ops.broker import EmbeddedBroker
 
 COMMANDS = ["broker", "topics", "publish", "worker", "run", "events", "demo", "teacher", "teacher provision"]
 
@@ -93,8 +93,8 @@ def test_events_command_summarises_the_events_topic(kafka_bootstrap):
     from kafka import KafkaProducer
 
     from pipeline.config import Settings
-    from pipeline.schemas import EventAssignment
-    from pipeline.topics import ensure_topics
+    from pipeline.kafka.topics import ensure_topics
+    from pipeline.records import EventAssignment
 
     run = uuid.uuid4().hex[:8]
     settings = Settings(bootstrap_servers=kafka_bootstrap, raw_topic=f"{run}.raw", docs_topic=f"{run}.docs",
@@ -132,7 +132,7 @@ def test_teacher_label_reads_the_docs_topic(kafka_bootstrap, tiny_model_dir, tmp
     from kafka import KafkaProducer
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    from pipeline.schemas import Document
+    from pipeline.records import Document
     from teacher.label import load_manifest
 
     topic = f"{uuid.uuid4().hex[:8]}.docs"

@@ -8,7 +8,7 @@ import sys
 
 import orjson
 
-from teacher.encoder import model_version
+from pipeline.model_folder import model_version
 
 
 def newsevents(*args: str) -> subprocess.CompletedProcess:
@@ -52,7 +52,7 @@ def test_eval_reports_scores_coverage_and_breakdowns(contest_docs, tiny_model_di
 def test_eval_reads_dialogue_url_pairs_and_tunes_into_the_model(contest_docs, tiny_model_dir, tmp_path):
     import shutil
 
-    from pipeline.parse import parse_html
+    from pipeline.flow.parse import parse_html
 
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model)

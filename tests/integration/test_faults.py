@@ -13,12 +13,14 @@ from collections import Counter
 from kafka import KafkaProducer
 
 from pipeline.config import Settings
-from pipeline.events import iter_records, make_reader
-from pipeline.fuzz import hostile_inputs
-from pipeline.schemas import DeadLetter, Document
-from pipeline.soak import SoakPlan, run_backpressure, run_soak
-from pipeline.supervise import Workers
-from pipeline.topics import ensure_topics
+from pipeline.flow import STAGE_NAMES
+from pipeline.kafka.reader import iter_records, make_reader
+from pipeline.kafka.topics import ensure_topics
+from pipeline.ops.backpressure import run_backpressure
+from pipeline.ops.fuzz import hostile_inputs
+from pipeline.ops.soak import SoakPlan, run_soak
+from pipeline.ops.supervise import Workers
+from pipeline.records import DeadLetter, Document
 
 # The tiny random model puts most documents within cosine 0.99-0.996 of each other: at 0.995 the clusterer
 # merges documents into events, so a re-decided document would show up as a conflict (a singleton-only
@@ -90,8 +92,8 @@ def test_ten_thousand_hostile_inputs_through_the_parse_worker(kafka_bootstrap, t
 
 
 def test_sigterm_finishes_the_batch_flushes_and_commits(kafka_bootstrap, tiny_model_dir, contest_docs, tmp_path):
-    from pipeline.demo import Accounting
-    from pipeline.publish import publish
+    from pipeline.kafka.publish import publish
+    from pipeline.ops.demo import Accounting
 
     settings = _settings(kafka_bootstrap, tiny_model_dir, tmp_path, embed_batch_size=16)
     ensure_topics(settings)
@@ -99,7 +101,7 @@ def test_sigterm_finishes_the_batch_flushes_and_commits(kafka_bootstrap, tiny_mo
     crawl.mkdir()
     for doc_id, raw in list(contest_docs.items())[:300]:
         (crawl / f"{doc_id}.html").write_bytes(raw)
-    with Workers(settings, ["parse", "embed", "cluster"], log_dir=tmp_path / "logs") as workers:
+    with Workers(settings, list(STAGE_NAMES), log_dir=tmp_path / "logs") as workers:
         summary = publish(settings, [crawl], progress=False, rate=30.0, limit=150)
         embed = workers.processes["embed"]
         embed.send_signal(signal.SIGTERM)

@@ -10,12 +10,13 @@ from collections import Counter
 import pytest
 
 from pipeline.config import Settings
-from pipeline.demo import Accounting
-from pipeline.events import decode, iter_records, make_reader
-from pipeline.publish import publish
-from pipeline.schemas import DeadLetter, EventAssignment
-from pipeline.supervise import Workers
-from pipeline.topics import ensure_topics
+from pipeline.flow import STAGE_NAMES
+from pipeline.kafka.publish import publish
+from pipeline.kafka.reader import decode, iter_records, make_reader
+from pipeline.kafka.topics import ensure_topics
+from pipeline.ops.demo import Accounting
+from pipeline.ops.supervise import Workers
+from pipeline.records import DeadLetter, EventAssignment
 
 MALFORMED = {
     "empty": b"",
@@ -103,7 +104,7 @@ def test_stream_accounts_for_every_document(stream_settings, contest_docs, tmp_p
         (crawl / f"{bad_id}.html").write_bytes(raw)
         bad[bad_id] = name
 
-    with Workers(stream_settings, ["parse", "embed", "cluster"], log_dir=tmp_path / "logs") as workers:
+    with Workers(stream_settings, list(STAGE_NAMES), log_dir=tmp_path / "logs") as workers:
         summary = publish(stream_settings, [crawl], progress=False)
         assert summary.published == len(good) + len(reposts) + len(bad) and not summary.skipped
         books, events_per_doc, letters_per_key = collect(stream_settings, summary.keys, workers)
@@ -134,7 +135,7 @@ def test_promoting_a_model_mid_stream_loses_and_double_assigns_nothing(kafka_boo
     import subprocess
     import sys
 
-    from pipeline.parse import parse_html
+    from pipeline.flow.parse import parse_html
     from tiny_model import build_tiny_student
 
     run = uuid.uuid4().hex[:8]
@@ -155,7 +156,7 @@ def test_promoting_a_model_mid_stream_loses_and_double_assigns_nothing(kafka_boo
             (crawl / f"{doc_id}.html").write_bytes(raw)
         halves.append(crawl)
 
-    with Workers(settings, ["parse", "embed", "cluster"], log_dir=tmp_path / "logs") as workers:
+    with Workers(settings, list(STAGE_NAMES), log_dir=tmp_path / "logs") as workers:
         first = publish(settings, [halves[0]], progress=False, rate=40.0)
         reader = make_reader(settings, [settings.events_topic])
         seen: set[str] = set()

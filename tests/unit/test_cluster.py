@@ -2,8 +2,8 @@ import threading
 
 import numpy as np
 
-from pipeline.cluster import ClusterConfig, IncrementalClusterer, event_id_for
-from pipeline.schemas import EmbeddedDocument
+from pipeline.flow.cluster import ClusterConfig, IncrementalClusterer, event_id_for
+from pipeline.records import EmbeddedDocument
 
 DIM = 16
 

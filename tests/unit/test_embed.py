@@ -1,8 +1,9 @@
 import numpy as np
 
-from pipeline.embed import document_text, embed, load_encoder
-from pipeline.schemas import Document, EmbeddedDocument
-from teacher.encoder import model_version
+from pipeline.flow.embed import document_text, embed
+from pipeline.model_folder import model_version
+from pipeline.models import load_encoder
+from pipeline.records import Document, EmbeddedDocument
 
 
 def test_document_text_recipe():

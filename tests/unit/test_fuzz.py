@@ -7,9 +7,9 @@ import time
 from collections import Counter
 
 from pipeline.config import Settings
-from pipeline.fuzz import WEIGHTS, hostile_inputs
-from pipeline.schemas import DeadLetter, Document
-from pipeline.stages import InRecord, ParseStage
+from pipeline.kafka.stages import InRecord, ParseStage
+from pipeline.ops.fuzz import WEIGHTS, hostile_inputs
+from pipeline.records import DeadLetter, Document
 
 
 def test_every_hostile_input_becomes_one_document_or_one_reasoned_dead_letter(contest_docs):

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from conftest import SINGLE
-from pipeline.parse import ParseError, extract_text, parse_html, parse_time
+from pipeline.flow.parse import ParseError, extract_text, parse_html, parse_time
 from selectolax.lexbor import LexborHTMLParser
 
 
@@ -137,7 +137,7 @@ def test_tag_soup_is_refused_before_the_quadratic_tree_builder():
 def test_json_documents_with_wrong_field_types_keep_only_strings():
     import orjson
 
-    from pipeline.stages import document_from_json
+    from pipeline.flow.parse import document_from_json
 
     doc = document_from_json(orjson.dumps({"title": "Заголовок новости", "text": "Текст новости о бюджете.", "lang": 7,
                                            "url": ["x"], "site_name": None, "description": 3}), "j", None, None)

@@ -2,7 +2,7 @@ import gzip
 import io
 import tarfile
 
-from pipeline.sources import FORMAT_DOCUMENT_JSON, FORMAT_HTML, SourceProblem, SourceRecord, iter_sources
+from pipeline.flow.sources import FORMAT_DOCUMENT_JSON, FORMAT_HTML, SourceProblem, SourceRecord, iter_sources
 
 
 def test_directories_archives_and_jsonl(tmp_path):

@@ -3,9 +3,8 @@
 import orjson
 
 from pipeline.config import Settings
-from pipeline.publish import HEADER_FORMAT
-from pipeline.schemas import DeadLetter, Document, EmbeddedDocument, EventAssignment
-from pipeline.stages import ClusterStage, EmbedStage, InRecord, ParseStage
+from pipeline.kafka.stages import ClusterStage, EmbedStage, InRecord, ParseStage
+from pipeline.records import HEADER_FORMAT, DeadLetter, Document, EmbeddedDocument, EventAssignment
 
 SETTINGS = Settings()
 
@@ -64,7 +63,7 @@ def test_cluster_stage_dead_letters_bad_and_mismatched_vectors():
 def test_cluster_stage_gives_a_new_model_its_own_generation_and_keeps_known_documents_events():
     import numpy as np
 
-    from pipeline.schemas import EventAssignment
+    from pipeline.records import EventAssignment
 
     def vector(model: str, doc_id: str, values, threshold=None) -> InRecord:
         doc = EmbeddedDocument(doc_id=doc_id, vector=np.asarray(values, dtype=np.float32), model_version=model,
@@ -116,9 +115,9 @@ def test_wire_records_with_wrong_types_are_dead_letters_not_crashes():
 
 
 def test_cluster_threshold_precedence(tmp_path):
-    from pipeline.cluster import DEFAULT_THRESHOLD
-    from pipeline.stages import cluster_threshold
-    from teacher.encoder import write_cluster_threshold
+    from pipeline.flow.cluster import DEFAULT_THRESHOLD
+    from pipeline.model_folder import write_cluster_threshold
+    from pipeline.models import cluster_threshold
 
     assert cluster_threshold(Settings(model_dir=str(tmp_path))) == DEFAULT_THRESHOLD
     write_cluster_threshold(tmp_path, 0.87, tuned_on="dev")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from pipeline.config import Settings
-from pipeline.schemas import EmbeddedDocument, EventAssignment
-from pipeline.stages import ClusterStage, InRecord
-from pipeline.state import ClusterStateStore, StateError
+from pipeline.flow.state import ClusterStateStore, StateError
+from pipeline.kafka.stages import ClusterStage, InRecord
+from pipeline.records import EmbeddedDocument, EventAssignment
 
 SETTINGS = Settings(threshold=0.8, snapshot_every_docs=10**9, snapshot_every_s=10**9)
 START = datetime(2019, 11, 8, tzinfo=timezone.utc)

@@ -8,11 +8,13 @@ import json
 import numpy as np
 import torch
 
-from pipeline.parse import parse_html
+from pipeline.flow.parse import parse_html
+from students.construction import BaseStudent
 from students.losses import cosine_loss, similarity_loss
 from students.modeling import StudentConfig, StudentModel
+from students.preparation import build_vocabulary, drop_tokens
 from students.static import reduce_table, sif_weights, teacher_piece_vectors
-from students.train import BaseStudent, TrainSettings, build_vocabulary, drop_tokens
+from students.train import TrainSettings
 from students.vocab import prune_tokenizer, seen_token_ids, vocabulary_map
 
 
@@ -123,7 +125,7 @@ def test_an_int8_table_serves_the_same_vectors_at_a_quarter_of_the_size(tmp_path
 
 
 def test_token_states_are_stored_per_token_and_train_a_per_token_head(tiny_model_dir, contest_docs, tmp_path):
-    from pipeline.embed import load_encoder
+    from pipeline.models import load_encoder
     from students.data import load_distillation_data
     from students.train import train
     from teacher.label import label

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.parse import parse_html
+from pipeline.flow.parse import parse_html
 from students.encoder import StudentEncoder, pad_batch
 from students.modeling import ENCODERS, StudentConfig, StudentModel
 from students.registry import Registry
@@ -47,7 +47,7 @@ def test_pruned_tokenizer_reproduces_the_teachers_ids(tiny_model_dir, contest_do
 
 
 def test_student_folder_round_trips_and_serves_like_a_teacher(tiny_model_dir, contest_docs, tmp_path):
-    from pipeline.embed import load_encoder
+    from pipeline.models import load_encoder
 
     texts = [parse_html(raw, doc_id).title for doc_id, raw in list(contest_docs.items())[:40]]
     folder = build_tiny_student(tmp_path / "student", tiny_model_dir, texts, encoder="gru")
@@ -78,9 +78,9 @@ def test_several_teachers_join_by_document_and_unlabelled_tokens_come_from_the_i
                                                                                       tmp_path):
     from transformers import AutoTokenizer
 
-    from pipeline.documents import InputStats, iter_documents
+    from pipeline.flow.documents import InputStats, iter_documents
+    from pipeline.models import load_teacher
     from students.data import load_distillation_data
-    from teacher import load_teacher
     from teacher.label import label
 
     crawl = tmp_path / "crawl"
@@ -96,7 +96,7 @@ def test_several_teachers_join_by_document_and_unlabelled_tokens_come_from_the_i
     assert list(data.heads) == ["tiny_bert", "use"] and data.heads["use"] == 512
     assert len(data) == len(docs) and data.has_target["tiny_bert"].sum() == 12 and data.has_target["use"].all()
     # documents only USE labelled are tokenised like the primary teacher tokenised its own
-    from pipeline.embed import document_text
+    from pipeline.flow.embed import document_text
 
     row = data.doc_ids.index(docs[-1].doc_id)
     _, expected = tiny.encode([document_text(docs[-1])], return_tokens=True)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from pipeline.config import default_home
-from pipeline.embed import document_text
-from pipeline.schemas import Document
-from teacher import load_teacher
+from pipeline.flow.embed import document_text
+from pipeline.models import load_teacher
+from pipeline.records import Document
 from teacher.encoder import HFEncoder
 from teacher.label import InputStats, LabelError, iter_documents, label, load_manifest, read_shards
 from teacher.provision import provision_hf

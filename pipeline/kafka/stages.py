@@ -1,6 +1,6 @@
 """The three stages as batch functions from consumed records to records to produce.
 
-No Kafka client here: the faust wrapper (``pipeline.app``) feeds ``InRecord`` batches in and sends the
+No Kafka client here: the faust wrapper (``pipeline.kafka.worker``) feeds ``InRecord`` batches in and sends the
 ``OutRecord`` list out, so each stage is testable without a broker. A stage never raises on input: what it
 cannot process becomes a dead letter with the original record and the reason.
 """
@@ -14,16 +14,15 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
-
-from pipeline.cluster import DEFAULT_THRESHOLD, ClusterConfig, IncrementalClusterer
 from pipeline.config import Settings
-from pipeline.embed import embed, load_encoder
-from pipeline.parse import ParseError, detect_language, parse_html, parse_time
-from pipeline.publish import HEADER_FORMAT, HEADER_SOURCE
-from pipeline.schemas import DeadLetter, Document, EmbeddedDocument
-from pipeline.state import ClusterStateStore, Decision, StateError
-from pipeline.sources import FORMAT_DOCUMENT_JSON
+from pipeline.flow import STAGE_NAMES
+from pipeline.flow.cluster import ClusterConfig, IncrementalClusterer
+from pipeline.flow.embed import embed
+from pipeline.flow.parse import ParseError, document_from_json, parse_html
+from pipeline.flow.sources import FORMAT_DOCUMENT_JSON
+from pipeline.flow.state import ClusterStateStore, Decision, StateError
+from pipeline.models import cluster_threshold, ensure_model, folder_threshold, load_served_encoder
+from pipeline.records import HEADER_FORMAT, HEADER_SOURCE, DeadLetter, Document, EmbeddedDocument
 
 log = logging.getLogger(__name__)
 
@@ -92,28 +91,6 @@ class Stage:
         return out
 
 
-def document_from_json(value: bytes, key: str, ingested_at_ms: int | None, source: str | None) -> Document:
-    """A JSONL-published document (fields of shared/data/corpus: id, url, site_name, published_time, lang, title, text)."""
-    try:
-        raw = orjson.loads(value)
-    except orjson.JSONDecodeError as err:
-        raise ParseError("bad-json", str(err)) from None
-    if not isinstance(raw, dict):
-        raise ParseError("bad-json", "a document must be a JSON object")
-
-    def text_field(name: str) -> str | None:  # crawlers put numbers, lists and nulls where strings belong
-        value = raw.get(name)
-        return value.strip() or None if isinstance(value, str) else None
-
-    title, text = text_field("title") or "", text_field("text") or ""
-    if not title and not text:
-        raise ParseError("no-content", "no title and no text (as strings)")
-    lang = text_field("lang")
-    lang = lang if lang not in (None, "other") else detect_language(f"{title}\n{text}")
-    return Document(doc_id=key, title=title, text=text, url=text_field("url"), site_name=text_field("site_name"),
-                    published_time=parse_time(raw.get("published_time")), description=text_field("description") or "",
-                    lang=lang, source=source, ingested_at_ms=ingested_at_ms)
-
 
 class ParseStage(Stage):
     name = "parse"
@@ -139,19 +116,6 @@ class ParseStage(Stage):
         return out
 
 
-def ensure_model(settings: Settings) -> Path:
-    """The model folder to serve (see ``Settings.resolved_model_dir``); provisions the teacher on first use."""
-    folder = settings.resolved_model_dir
-    if not (folder / "config.json").exists():
-        if settings.model_dir:
-            raise FileNotFoundError(f"model folder {folder} has no config.json")
-        from teacher.provision import provision_e5
-
-        log.warning("provisioning multilingual-e5-small into %s (first run only)", folder)
-        provision_e5(folder)
-    return folder
-
-
 class EmbedStage(Stage):
     """Embeds with one model at a time. ``switch_model`` replaces it between batches (the Kafka wrapper runs both
     on the same single thread), so every batch is embedded by exactly one model, and every vector says which."""
@@ -165,13 +129,10 @@ class EmbedStage(Stage):
         self.threshold = self._threshold(self.model_dir)
 
     def _load(self, folder: Path):
-        return load_encoder(folder, device=self.settings.device, max_length=self.settings.max_length,
-                            quantize=self.settings.quantize or None, threads=self.settings.threads or None)
+        return load_served_encoder(self.settings, folder)
 
     def _threshold(self, folder: Path | None) -> float | None:
-        from teacher.encoder import read_cluster_threshold
-
-        return (read_cluster_threshold(folder) or None) if folder is not None else None
+        return folder_threshold(folder)
 
     def switch_model(self, folder: str | Path) -> str:
         """Serve ``folder`` from the next batch on; returns the new model version. Raises if it cannot load
@@ -207,13 +168,6 @@ class EmbedStage(Stage):
         return out
 
 
-def cluster_threshold(settings: Settings) -> float:
-    """The flag or setting, else the threshold tuned for the served model (in its folder), else the default."""
-    from teacher.encoder import read_cluster_threshold
-
-    return settings.threshold or read_cluster_threshold(settings.resolved_model_dir) or DEFAULT_THRESHOLD
-
-
 def cluster_config(settings: Settings, dim: int) -> ClusterConfig:
     return ClusterConfig(dim=dim, threshold=cluster_threshold(settings), neighbours=settings.neighbours,
                          bucket_hours=settings.bucket_hours, window_hours=settings.window_hours,
@@ -231,7 +185,7 @@ class ClusterStage(Stage):
     a second event id.
 
     With ``state_dir`` every batch's new decisions are logged durably before ``process`` returns them, and the
-    stage starts from what the folder holds (``pipeline.state``): a restarted worker gives every document it
+    stage starts from what the folder holds (``pipeline.flow.state``): a restarted worker gives every document it
     already decided the same event id.
     """
 
@@ -330,4 +284,4 @@ class ClusterStage(Stage):
             self.store = None
 
 
-STAGES = {"parse": ParseStage, "embed": EmbedStage, "cluster": ClusterStage}
+STAGES = dict(zip(STAGE_NAMES, (ParseStage, EmbedStage, ClusterStage)))

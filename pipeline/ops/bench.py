@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import Settings
+from pipeline.plots import pyplot, save_figure
 
 
 def rss_mb() -> float:
@@ -31,7 +32,7 @@ def bench_encoders(settings: Settings, texts: list[str], encoders: list[str], ba
         encoders = [reference, *encoders]
     import torch
 
-    from teacher import load_teacher
+    from pipeline.models import load_teacher, served_model_dir
 
     rows = []
     for spec in encoders:
@@ -39,7 +40,7 @@ def bench_encoders(settings: Settings, texts: list[str], encoders: list[str], ba
         if quantize != "int8":  # a "+" inside a folder name is not a precision
             name, quantize = spec, ""
         # "student"/"model": what the stream serves (the shipped student unless --model-dir says otherwise)
-        encoder = load_teacher(str(settings.resolved_model_dir) if name in ("model", "student") else name,
+        encoder = load_teacher(str(served_model_dir(settings)) if name in ("model", "student") else name,
                                home=settings.home_path,
                                device=settings.device, max_length=settings.max_length, quantize=quantize or None,
                                threads=threads)
@@ -70,7 +71,7 @@ def with_speedups(rows: list[dict], reference: str = TEACHER_REFERENCE) -> list[
 
 
 def bench_stream(settings: Settings, inputs: list[str], loads: list[float], seconds_per_load: float) -> list[dict]:
-    from pipeline.demo import run_demo
+    from pipeline.ops.demo import run_demo
 
     rows = []
     skip = 0
@@ -97,7 +98,7 @@ class SyntheticStream:
 
     def take(self, count: int) -> tuple[list, list[str]]:
         """The next ``count`` documents and the true event of each."""
-        from pipeline.schemas import EmbeddedDocument
+        from pipeline.records import EmbeddedDocument
 
         which = self.rng.integers(len(self.centres), size=count)
         vectors = self.centres[which] + 0.25 * self.rng.standard_normal((count, self.dim), dtype=np.float32)
@@ -117,8 +118,8 @@ def bench_clusterer(settings: Settings, sizes: list[int], dim: int, batch_size: 
     the production path (search, decide, insert on one thread), and are timed. The rest of the window is filled
     with ``restore``, the restart path (known events, inserts on every core): deciding a million documents one
     batch at a time would take most of the run."""
-    from pipeline.cluster import IncrementalClusterer
-    from pipeline.stages import cluster_config
+    from pipeline.flow.cluster import IncrementalClusterer
+    from pipeline.kafka.stages import cluster_config
 
     clusterer = IncrementalClusterer(cluster_config(settings, dim))
     stream = SyntheticStream(max(sizes), dim)
@@ -146,19 +147,12 @@ def bench_clusterer(settings: Settings, sizes: list[int], dim: int, batch_size: 
 
 
 def plot_report(report: dict, out_dir: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     paths: list[str] = []
 
     def save(fig, name: str, title: str) -> None:
         fig.axes[0].set_title(title)
-        fig.tight_layout()
-        paths.append(str(out_dir / name))
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
+        paths.append(str(save_figure(fig, out_dir / name)))
 
     if report.get("encoders"):
         fig, ax = plt.subplots(figsize=(6, 4))

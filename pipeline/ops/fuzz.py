@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from pipeline.sources import FORMAT_DOCUMENT_JSON, FORMAT_HTML
+from pipeline.flow.sources import FORMAT_DOCUMENT_JSON, FORMAT_HTML
 
 
 @dataclass(frozen=True)

@@ -1,22 +1,14 @@
-"""Document → vector. The pure core of the embed stage: text recipe, encoder loading, batch embedding."""
+"""Document → vector. The pure core of the embed stage: the text recipe and batch embedding with any ``Encoder``
+(loading one from a model folder is ``pipeline.models.load_encoder``)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Sequence
 
-import numpy as np
-
-from pipeline.schemas import Document, EmbeddedDocument
+from pipeline.model_folder import Encoder
+from pipeline.records import Document, EmbeddedDocument
 
 DEFAULT_MAX_CHARS = 1500  # tokenising whole articles only to truncate them is the pipeline's bottleneck
-
-
-class Encoder(Protocol):
-    version: str
-    dim: int
-
-    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray: ...
 
 
 def document_text(doc: Document, max_chars: int = DEFAULT_MAX_CHARS) -> str:
@@ -25,17 +17,6 @@ def document_text(doc: Document, max_chars: int = DEFAULT_MAX_CHARS) -> str:
     body = doc.text.strip() or doc.description.strip()
     text = f"{title}\n{body}" if title and body else (title or body)
     return text[:max_chars]
-
-
-def load_encoder(folder: str | Path, device: str = "auto", max_length: int = 256,
-                 quantize: str | None = None, threads: int | None = None) -> Encoder:
-    """Load the encoder a model folder describes: a distilled student, or any Hugging Face encoder."""
-    from students.encoder import StudentEncoder, is_student_folder
-    from teacher.encoder import HFEncoder
-
-    if is_student_folder(folder):
-        return StudentEncoder(folder, device=device, max_length=max_length, quantize=quantize, threads=threads)
-    return HFEncoder(folder, device=device, max_length=max_length, quantize=quantize, threads=threads)
 
 
 def embed(docs: Sequence[Document], encoder: Encoder, batch_size: int = 32,

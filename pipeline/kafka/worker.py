@@ -15,14 +15,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import faust
 
 from pipeline.config import Settings
-from pipeline.stages import STAGES, ClusterStage, InRecord, Stage
-from pipeline.state import StateError
+from pipeline.flow.state import StateError
+from pipeline.kafka.clients import faust_app_options
+from pipeline.kafka.stages import STAGES, ClusterStage, InRecord, Stage
 
 log = logging.getLogger(__name__)
 
@@ -44,27 +45,10 @@ def _headers(event) -> dict[str, bytes]:
 def make_app(settings: Settings, stage_name: str, stage: Stage | None = None) -> faust.App:
     if stage_name not in STAGES:
         raise ValueError(f"unknown stage {stage_name!r}; stages are {', '.join(STAGES)}")
-    servers = ";".join(f"kafka://{s.strip()}" for s in settings.bootstrap_servers.split(","))
     source_name, batch_size, within = _stage_batching(settings, stage_name)
     datadir = settings.home_path / "faust" / f"{settings.group_prefix}-{stage_name}"  # not the working directory
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        f"{settings.group_prefix}-{stage_name}",
-        broker=servers,
-        store="memory://",
-        web_enabled=False,
-        topic_allow_declare=False,  # `newsevents topics` creates every topic explicitly
-        topic_disable_leader=True,
-        broker_session_timeout=6,  # tansu makes a join wait half the session timeout
-        broker_heartbeat_interval=1,
-        broker_commit_interval=1.0,
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        producer_max_request_size=settings.max_message_bytes + 64 * 1024,
-        consumer_max_fetch_size=settings.max_message_bytes + 64 * 1024,
-        stream_buffer_maxsize=4 * max(batch_size, 64),
-        datadir=str(datadir),
-    )
+    app = faust.App(f"{settings.group_prefix}-{stage_name}", **faust_app_options(settings, batch_size, datadir))
     source = app.topic(source_name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     outputs: dict[str, faust.TopicT] = {}
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{stage_name}-stage")
@@ -146,8 +130,8 @@ def _not_stored(future) -> bool:
 def embed_stage_following_promotions(settings: Settings, executor: ThreadPoolExecutor) -> Stage:
     """The embed stage on the latest promoted model, switching on each new promotion. The switch is queued on
     the stage's single thread, so it happens between two batches: none is lost or embedded twice for it."""
-    from pipeline.control import ControlWatcher
-    from pipeline.stages import EmbedStage
+    from pipeline.kafka.control import ControlWatcher
+    from pipeline.kafka.stages import EmbedStage
 
     holder: dict[str, EmbedStage] = {}
 

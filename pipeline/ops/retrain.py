@@ -17,13 +17,14 @@ the same job even if something was promoted meanwhile; ``WORK/report.json`` (and
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pipeline.config import Settings
+from pipeline.files import write_atomic
+from pipeline.models import served_model_dir
 
 
 class RetrainError(RuntimeError):
@@ -47,9 +48,7 @@ class RetrainOptions:
 
 
 def _write_json(path: Path, value: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(value, indent=2), fsync=False)
 
 
 def served_model(settings: Settings, work_dir: Path) -> Path:
@@ -57,7 +56,7 @@ def served_model(settings: Settings, work_dir: Path) -> Path:
     record = work_dir / "retrain.json"
     if record.exists():
         return Path(json.loads(record.read_text())["served_model_dir"])
-    folder = settings.resolved_model_dir
+    folder = served_model_dir(settings)
     work_dir.mkdir(parents=True, exist_ok=True)
     _write_json(record, {"served_model_dir": str(Path(folder).resolve()), "started_at": time.time()})
     return Path(folder).resolve()
@@ -77,7 +76,7 @@ def old_label_dirs(options: RetrainOptions, served: Path) -> list[str]:
 
 def load_label_teacher(settings: Settings, options: RetrainOptions, manifest: dict):
     """The teacher of the old labels, at their precision: new labels must be the same space."""
-    from teacher import load_teacher
+    from pipeline.models import load_teacher
 
     version = manifest["teacher"]
     quantize = "int8" if version.endswith("+int8") else None
@@ -94,7 +93,7 @@ def load_label_teacher(settings: Settings, options: RetrainOptions, manifest: di
 
 
 def label_new_documents(settings: Settings, options: RetrainOptions, labels: list[str]) -> dict:
-    from pipeline.documents import InputStats, iter_documents
+    from pipeline.flow.documents import InputStats, iter_documents
     from teacher.label import label, load_manifest, read_shards
 
     manifest = load_manifest(Path(labels[0]))
@@ -121,7 +120,7 @@ def label_new_documents(settings: Settings, options: RetrainOptions, labels: lis
 
 
 def train_candidate(settings: Settings, options: RetrainOptions, served: Path, labels: list[str]) -> dict:
-    from students.encoder import is_student_folder
+    from pipeline.models import is_student_folder
     from students.train import TrainSettings, train
     from teacher.provision import provision_e5
 
@@ -148,8 +147,9 @@ def train_candidate(settings: Settings, options: RetrainOptions, served: Path, l
 
 def compare(settings: Settings, options: RetrainOptions, served: Path, candidate: Path) -> dict[str, dict]:
     """Both models on the gold pairs and on the same timed documents, in one run."""
-    from pipeline.bench import bench_encoders
-    from pipeline.embed import document_text, load_encoder
+    from pipeline.flow.embed import document_text
+    from pipeline.models import load_encoder
+    from pipeline.ops.bench import bench_encoders
     from students.evaluation import DevPairEvaluator
 
     evaluator = DevPairEvaluator(options.gold_pairs, options.gold_inputs, settings.max_chars)
@@ -174,8 +174,8 @@ def decide(scores: dict[str, dict], min_gain: float) -> tuple[bool, str]:
 
 
 def promote(settings: Settings, candidate: Path, threshold: float, announce: bool) -> dict:
+    from pipeline.models import write_cluster_threshold
     from students.registry import Registry
-    from teacher.encoder import write_cluster_threshold
 
     write_cluster_threshold(candidate, threshold, tuned_on="newsevents retrain gold pairs")
     registry = Registry(settings.registry_dir)
@@ -183,8 +183,8 @@ def promote(settings: Settings, candidate: Path, threshold: float, announce: boo
     promotion = registry.promote(folder)
     announced = False
     if announce:
-        from pipeline.control import publish_promotion
-        from pipeline.topics import ensure_topics
+        from pipeline.kafka.control import publish_promotion
+        from pipeline.kafka.topics import ensure_topics
 
         try:
             ensure_topics(settings)

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from pipeline.parse import ParseError, parse_html
-from pipeline.schemas import Document
-from pipeline.sources import FORMAT_DOCUMENT_JSON, SourceProblem, iter_sources
+from pipeline.flow.parse import ParseError, document_from_json, parse_html
+from pipeline.flow.sources import FORMAT_DOCUMENT_JSON, SourceProblem, iter_sources
+from pipeline.records import Document
 
 
 @dataclass
@@ -21,8 +21,6 @@ class InputStats:
 
 def iter_documents(inputs: list[str | Path], stats: InputStats) -> Iterator[Document]:
     """Contest HTML (files, dirs, tar.gz) and JSONL documents, parsed exactly as the parse stage does."""
-    from pipeline.stages import document_from_json
-
     for item in iter_sources(inputs):
         if isinstance(item, SourceProblem):
             stats.unreadable += 1

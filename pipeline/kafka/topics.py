@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 from pipeline.config import Settings
+from pipeline.kafka import clients
 
 
 @dataclass(frozen=True)
@@ -32,10 +33,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 
 def admin_client(settings: Settings):
-    from kafka import KafkaAdminClient
-
-    return KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="newsevents-admin",
-                            request_timeout_ms=30000)
+    return clients.admin(settings)
 
 
 def _topic_configs(admin, names: list[str]) -> dict[str, dict[str, str]]:

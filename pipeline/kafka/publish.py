@@ -10,11 +10,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline.config import Settings
-from pipeline.sources import SourceProblem, SourceRecord, iter_sources
-
-HEADER_FORMAT = "format"
-HEADER_SOURCE = "source"
-HEADER_CRAWL = "crawl"
+from pipeline.flow.sources import SourceProblem, SourceRecord, iter_sources
+from pipeline.kafka import clients
+from pipeline.records import HEADER_CRAWL, HEADER_FORMAT, HEADER_SOURCE
 
 
 @dataclass
@@ -33,13 +31,7 @@ class PublishSummary:
 
 
 def make_producer(settings: Settings):
-    from kafka import KafkaProducer
-
-    return KafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers, client_id="newsevents-publish",
-        enable_idempotence=True, acks="all", linger_ms=20, compression_type="gzip",
-        max_request_size=settings.max_message_bytes + 64 * 1024,
-    )
+    return clients.publish_producer(settings)
 
 
 def publish(settings: Settings, paths: list[str | Path], *, crawl: str = "", limit: int | None = None,
@@ -56,7 +48,7 @@ def publish(settings: Settings, paths: list[str | Path], *, crawl: str = "", lim
     started = time.monotonic()
     failures: list[str] = []
 
-    unstored: list[tuple[str, bytes, list]] = []  # acknowledged at offset -1: see send_stored in pipeline.app
+    unstored: list[tuple[str, bytes, list]] = []  # acknowledged at offset -1: see send_stored in pipeline.kafka.worker
 
     def on_error(key: str):
         return lambda err: failures.append(f"{key}: {err}")

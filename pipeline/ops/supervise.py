@@ -13,7 +13,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from pipeline.config import ENV_PREFIX, Settings
-from pipeline.processes import stop_processes
+from pipeline.ops.processes import stop_processes
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -16,16 +16,18 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.broker import EmbeddedBroker
 from pipeline.config import Settings
-from pipeline.events import EventBook, decode, format_event, iter_records, make_reader
-from pipeline.publish import publish
-from pipeline.schemas import DeadLetter, Document, EventAssignment
-from pipeline.stages import ensure_model
-from pipeline.supervise import Workers
-from pipeline.topics import ensure_topics
+from pipeline.flow import STAGE_NAMES
+from pipeline.kafka.publish import publish
+from pipeline.kafka.reader import EventBook, decode, format_event, iter_records, make_reader
+from pipeline.kafka.topics import ensure_topics
+from pipeline.models import ensure_model
+from pipeline.ops.broker import EmbeddedBroker
+from pipeline.ops.supervise import Workers
+from pipeline.plots import pyplot, save_figure
+from pipeline.records import DeadLetter, Document, EventAssignment
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # pipeline/ops/demo.py → the checkout
 DEFAULT_INPUT = REPO_ROOT.parent / "shared" / "data" / "contest_html" / "tgcontest_2019-11-08_2019-11-15.tar.gz"
 
 
@@ -88,7 +90,7 @@ def run_demo(settings: Settings, inputs: list[str] | None = None, limit: int | N
     with EmbeddedBroker(log_dir=log_dir) as broker:
         settings = settings.replace(bootstrap_servers=broker.bootstrap_servers)
         ensure_topics(settings)
-        with Workers(settings, ["parse", "embed", "cluster"], log_dir=log_dir) as workers:
+        with Workers(settings, list(STAGE_NAMES), log_dir=log_dir) as workers:
             reader = make_reader(settings, [settings.docs_topic, settings.vectors_topic, settings.events_topic,
                                             settings.dlq_topic])
             if warm_up:
@@ -130,7 +132,7 @@ def run_demo(settings: Settings, inputs: list[str] | None = None, limit: int | N
 def stage_timeline(last_seen: dict[str, float], started: float) -> dict:
     """When each stage put out its last record, from the first publish; the stage that adds the most time after
     the one before it is the one that bounds the run (everything was published at once, or at ``rate``)."""
-    order = [s for s in ("publish", "parse", "embed", "cluster") if s in last_seen]
+    order = [s for s in ("publish", *STAGE_NAMES) if s in last_seen]
     done = {s: round(last_seen[s] - started, 2) for s in order}
     added = {s: round(done[s] - (done[order[i - 1]] if i else 0.0), 2) for i, s in enumerate(order)}
     return {"stage_done_s": done, "stage_added_s": added, "bound_by": max(added, key=added.get) if added else None}
@@ -143,7 +145,7 @@ WARM_UP_HTML = (b'<html><head><meta property="og:title" content="newsevents warm
 def warm_up_pipeline(settings: Settings, reader, workers: Workers, timeout_s: float) -> None:
     """One document end to end before the clock starts: the measured latency is the pipeline's, not the time
     workers take to load the model and join their consumer groups."""
-    from pipeline.publish import make_producer
+    from pipeline.kafka.publish import make_producer
 
     key = f"warm-up-{uuid.uuid4().hex}"
     producer = make_producer(settings)
@@ -167,22 +169,14 @@ def warm_up_pipeline(settings: Settings, reader, workers: Workers, timeout_s: fl
 
 def plot_event_sizes(sizes: list[int], path: Path, title: str) -> Path:
     """Histogram of event sizes (log-scaled counts): the shape people check first after a run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = pyplot().subplots(figsize=(7, 4))
     bins = np.arange(1, max(sizes or [1]) + 2) - 0.5
     ax.hist(sizes, bins=bins, color="#3b6ea8")
     ax.set_yscale("log")
     ax.set_xlabel("documents per event")
     ax.set_ylabel("events")
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _report(summary, books: Accounting, started: float, finished_at: float, top: int, log_dir: Path,

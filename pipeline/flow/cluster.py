@@ -33,7 +33,7 @@ import hnswlib
 import numpy as np
 import orjson
 
-from pipeline.schemas import EmbeddedDocument, EventAssignment
+from pipeline.records import EmbeddedDocument, EventAssignment
 
 DEFAULT_THRESHOLD = 0.92  # mean cosine similarity; tuned for e5-small on eval/dev_pairs.tsv (bench/cluster_f1.py)
 
@@ -287,7 +287,7 @@ class IncrementalClusterer:
     # --- persistence ------------------------------------------------------------------------------------
     def save(self, folder: Path) -> None:
         """The whole window into ``folder`` (which must exist): hnswlib's index file, the event sums as .npy
-        and the bookkeeping as JSON. The caller makes it atomic (``pipeline.state``)."""
+        and the bookkeeping as JSON. The caller makes it atomic (``pipeline.flow.state``)."""
         with self._lock:
             self.index.save_index(str(folder / "index.bin"))
             event_ids = list(self.events)

@@ -12,15 +12,14 @@ import threading
 from typing import Callable
 
 from pipeline.config import Settings
-from students.registry import Promotion
+from pipeline.kafka import clients
+from pipeline.records import Promotion
 
 log = logging.getLogger(__name__)
 
 
 def publish_promotion(settings: Settings, promotion: Promotion) -> None:
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", client_id="newsevents-promote")
+    producer = clients.producer(settings, "newsevents-promote")
     try:
         producer.send(settings.control_topic, key=b"promote", value=promotion.to_bytes()).get(timeout=30)
     finally:
@@ -32,7 +31,7 @@ class ControlWatcher:
     ``catch_up`` (which returns the latest one already on the topic, for start-up)."""
 
     def __init__(self, settings: Settings, on_promotion: Callable[[Promotion], None]):
-        from pipeline.events import make_reader
+        from pipeline.kafka.reader import make_reader
 
         self.on_promotion = on_promotion
         self.consumer = make_reader(settings, [settings.control_topic])

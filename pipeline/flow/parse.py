@@ -9,9 +9,10 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 
+import orjson
 from selectolax.lexbor import LexborHTMLParser
 
-from pipeline.schemas import Document
+from pipeline.records import Document
 
 MAX_HTML_BYTES = 2 * 1024 * 1024
 MAX_DEPTH = 400  # deeper than any real article; deeper is tag soup (and Python recursion would choke)
@@ -195,3 +196,25 @@ def parse_html(raw: bytes, doc_id: str, *, source: str | None = None, ingested_a
         published_time=published, description=_clean(description),
         lang=detect_language(f"{title}\n{description}\n{body}"), source=source, ingested_at_ms=ingested_at_ms,
     )
+
+def document_from_json(value: bytes, key: str, ingested_at_ms: int | None, source: str | None) -> Document:
+    """A JSONL-published document (fields of shared/data/corpus: id, url, site_name, published_time, lang, title, text)."""
+    try:
+        raw = orjson.loads(value)
+    except orjson.JSONDecodeError as err:
+        raise ParseError("bad-json", str(err)) from None
+    if not isinstance(raw, dict):
+        raise ParseError("bad-json", "a document must be a JSON object")
+
+    def text_field(name: str) -> str | None:  # crawlers put numbers, lists and nulls where strings belong
+        value = raw.get(name)
+        return value.strip() or None if isinstance(value, str) else None
+
+    title, text = text_field("title") or "", text_field("text") or ""
+    if not title and not text:
+        raise ParseError("no-content", "no title and no text (as strings)")
+    lang = text_field("lang")
+    lang = lang if lang not in (None, "other") else detect_language(f"{title}\n{text}")
+    return Document(doc_id=key, title=title, text=text, url=text_field("url"), site_name=text_field("site_name"),
+                    published_time=parse_time(raw.get("published_time")), description=text_field("description") or "",
+                    lang=lang, source=source, ingested_at_ms=ingested_at_ms)

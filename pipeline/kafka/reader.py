@@ -8,25 +8,13 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from pipeline.config import Settings
-from pipeline.schemas import DeadLetter, Document, EventAssignment
+from pipeline.kafka import clients
+from pipeline.records import DeadLetter, Document, EventAssignment
 
 
 def make_reader(settings: Settings, topics: list[str], from_beginning: bool = True):
-    """A group-less consumer assigned every partition of ``topics`` (no group join wait, no committed offsets)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, client_id="newsevents-reader",
-                             enable_auto_commit=False, auto_offset_reset="earliest",
-                             max_partition_fetch_bytes=settings.max_message_bytes + 64 * 1024,
-                             fetch_max_bytes=64 * 1024 * 1024)
-    partitions = []
-    for topic in topics:
-        ids = consumer.partitions_for_topic(topic) or set()
-        partitions += [TopicPartition(topic, p) for p in sorted(ids)]
-    consumer.assign(partitions)
-    if from_beginning:
-        consumer.seek_to_beginning(*partitions)
-    return consumer
+    """A group-less consumer assigned every partition of ``topics`` (``pipeline.kafka.clients.reader``)."""
+    return clients.reader(settings, topics, from_beginning)
 
 
 def iter_records(consumer, idle_timeout_s: float | None, stop: Callable[[], bool] = lambda: False) -> Iterator:
@@ -107,3 +95,15 @@ def decode(record) -> EventAssignment | DeadLetter | Document | None:
     except Exception:
         return None
     return None
+
+def iter_topic_documents(bootstrap_servers: str, topic: str, idle_timeout_s: float = 5.0) -> Iterator[Document]:
+    """Every parsed document on a ``news.docs``-like topic, read from the beginning until it goes quiet."""
+    reader = make_reader(Settings(bootstrap_servers=bootstrap_servers), [topic])
+    try:
+        for record in iter_records(reader, idle_timeout_s=idle_timeout_s):
+            try:
+                yield Document.from_bytes(record.value)
+            except ValueError:
+                continue
+    finally:
+        reader.close()

@@ -1,0 +1,43 @@
+"""What every command module shares: settings as flags, loading them, and the one error format."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+
+from pipeline.config import Settings
+
+SETTING_HELP = {
+    "bootstrap_servers": "Kafka bootstrap servers, host:port[,host:port] (env KAFKA_BOOTSTRAP_SERVERS)",
+    "model_dir": "Hugging Face model folder the embed stage serves (default: the provisioned teacher)",
+    "device": "auto, cpu or cuda[:N]",
+    "quantize": "'int8' for dynamic int8 on CPU",
+    "threshold": "clustering threshold: mean cosine similarity to an event's members (0 = model default)",
+}
+KAFKA_SETTINGS = ("bootstrap_servers", "raw_topic", "docs_topic", "vectors_topic", "events_topic", "dlq_topic",
+                  "partitions", "max_message_bytes", "max_html_bytes")
+
+
+def add_settings(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+    group = parser.add_argument_group("settings (also NEWSEVENTS_<NAME> environment variables or --config FILE)")
+    group.add_argument("--config", help="TOML file of settings (env NEWSEVENTS_CONFIG)")
+    for f in fields(Settings):
+        if only is not None and f.name not in only:
+            continue
+        kind = {"int": int, "float": float}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
+        names = ["--" + f.name.replace("_", "-")]
+        if f.name == "model_dir" and "--model" not in parser._option_string_actions:
+            names.append("--model")  # the short spelling users reach for
+        group.add_argument(*names, dest=f.name, type=kind, default=None,
+                           help=SETTING_HELP.get(f.name, f"default {f.default!r}"))
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    overrides = {f.name: getattr(args, f.name, None) for f in fields(Settings)}
+    return Settings.load(getattr(args, "config", None), overrides)
+
+
+def fail(message: str, code: int = 2) -> int:
+    print(f"newsevents: error: {message}", file=sys.stderr)
+    return code

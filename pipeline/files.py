@@ -1,0 +1,38 @@
+"""The one atomic-write helper: a reader sees the old file or the new one, never half of one.
+
+Write to ``<name>.tmp`` beside the target, optionally fsync it, then rename over the target. ``fsync=True`` also
+survives a power cut (the cluster state, label shards); ``fsync=False`` only a crash of this process (reports, plots,
+checkpoints that a rerun recomputes), which is what each caller did before this helper and is kept.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+
+def write_atomic(path: str | Path, data: bytes | str | Callable[[BinaryIO], object], *, fsync: bool = True,
+                 tmp_suffix: str = ".tmp") -> Path:
+    """Write ``data`` (bytes, text as UTF-8, or a callable given the open binary file) to ``path`` atomically."""
+    path = Path(path)
+    tmp = path.with_name(path.name + tmp_suffix)
+    with open(tmp, "wb") as f:
+        if callable(data):
+            data(f)
+        else:
+            f.write(data.encode() if isinstance(data, str) else data)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make a rename inside ``folder`` durable (POSIX: the directory entry is the folder's data)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,93 @@
+"""The one source of Kafka clients: every producer, reader, admin client and faust app setting is made here.
+
+Sizes, acks and timeouts live in one place, with the broker workarounds they carry (tansu 0.6, the embedded
+broker; see the README's *Environment notes*):
+
+* a fetch or a request must hold one whole ``max_message_bytes`` record plus its batch headers: ``SIZE_MARGIN``;
+* tansu makes a group join wait half the session timeout: a short session (6 s, heartbeat 1 s);
+* tansu's ``end_offsets`` is wrong: readers are group-less and track what they consumed;
+* idempotent aiokafka producers fail on tansu: faust's producer is not idempotent (kafka-python's is, for publish);
+* a restarted broker does not know a producer's sequence numbers: producers that outlive broker restarts
+  (the soak publisher) are not idempotent either.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.config import Settings
+
+SIZE_MARGIN = 64 * 1024  # room over max_message_bytes for record and batch headers
+
+
+def max_request_bytes(settings: Settings) -> int:
+    return settings.max_message_bytes + SIZE_MARGIN
+
+
+def producer(settings: Settings, client_id: str | None = None, **options):
+    """A kafka-python producer with ``acks=all`` and room for the largest record; ``options`` add to or override
+    the defaults (``enable_idempotence``, ``linger_ms``, retries and timeouts of a given use)."""
+    from kafka import KafkaProducer
+
+    defaults = {"bootstrap_servers": settings.bootstrap_servers, "acks": "all"}
+    if client_id is not None:
+        defaults["client_id"] = client_id
+    return KafkaProducer(**{**defaults, **options})
+
+
+def publish_producer(settings: Settings):
+    """``newsevents publish``'s producer: idempotent (works on tansu with kafka-python), batched, gzip."""
+    return producer(settings, "newsevents-publish", enable_idempotence=True, linger_ms=20, compression_type="gzip",
+                    max_request_size=max_request_bytes(settings))
+
+
+def restart_tolerant_producer(settings: Settings, client_id: str | None = None, **options):
+    """For a producer that lives through broker restarts: not idempotent (a restarted broker does not know its
+    sequence numbers; duplicates are harmless, every stage is idempotent per document id), quick reconnects."""
+    return producer(settings, client_id, linger_ms=20, retries=5, reconnect_backoff_max_ms=1000,
+                    request_timeout_ms=10000, **options)
+
+
+def reader(settings: Settings, topics: list[str], from_beginning: bool = True):
+    """A group-less consumer assigned every partition of ``topics`` (no group join wait, no committed offsets)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, client_id="newsevents-reader",
+                             enable_auto_commit=False, auto_offset_reset="earliest",
+                             max_partition_fetch_bytes=max_request_bytes(settings),
+                             fetch_max_bytes=64 * 1024 * 1024)
+    partitions = []
+    for topic in topics:
+        ids = consumer.partitions_for_topic(topic) or set()
+        partitions += [TopicPartition(topic, p) for p in sorted(ids)]
+    consumer.assign(partitions)
+    if from_beginning:
+        consumer.seek_to_beginning(*partitions)
+    return consumer
+
+
+def admin(settings: Settings):
+    from kafka import KafkaAdminClient
+
+    return KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="newsevents-admin",
+                            request_timeout_ms=30000)
+
+
+def faust_app_options(settings: Settings, batch_size: int, datadir: Path) -> dict:
+    """faust.App settings of a stage worker (its consumer, producer and memory bounds)."""
+    return dict(
+        broker=";".join(f"kafka://{s.strip()}" for s in settings.bootstrap_servers.split(",")),
+        store="memory://",
+        web_enabled=False,
+        topic_allow_declare=False,  # `newsevents topics` creates every topic explicitly
+        topic_disable_leader=True,
+        broker_session_timeout=6,  # tansu makes a join wait half the session timeout
+        broker_heartbeat_interval=1,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_max_request_size=max_request_bytes(settings),
+        consumer_max_fetch_size=max_request_bytes(settings),
+        stream_buffer_maxsize=4 * max(batch_size, 64),
+        datadir=str(datadir),
+    )

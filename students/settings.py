@@ -1,0 +1,45 @@
+"""``TrainSettings``: every knob of a distillation run (the command line's flags, ``training.json``'s settings)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TrainSettings:
+    encoder: str = "gru"
+    num_layers: int = 2
+    bidirectional: bool = True
+    embedding_dim: int = 128
+    hidden_dim: int = 128
+    aggregation: str = "attentive"
+    loss: str = "cosine"  # cosine | mse | both
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    max_epochs: int = 20
+    lr_patience: int = 2
+    early_stopping: int = 3
+    validation_fraction: float = 0.05
+    min_token_count: int = 2  # a piece seen once is noise the embedding table cannot learn
+    max_vocab: int = 50_000
+    max_tokens: int = 256
+    # token embeddings start from: "teacher-output" (each piece alone through the teacher, model2vec's
+    # distillation), "teacher-input" (the teacher's input embeddings), or "random"; all PCA'd to the width
+    embedding_init: str = "teacher-output"
+    sif_coefficient: float = 1e-3  # static students: per-piece weights start at a / (a + p(piece))
+    weight_decay: float = 0.0  # AdamW's decoupled decay (regularises a static table's free rows)
+    similarity_loss_weight: float = 0.0  # relational term: in-batch pairwise cosines match the teacher's
+    token_dropout: float = 0.0  # training only: drop this share of each document's pieces (a bag's augmentation)
+    embedding_storage: str = "float"  # "int8": the saved student's token table in int8 (a quarter of the size)
+    token_loss_weight: float = 0.0  # > 0 with labels from `teacher label --token-states`: per-token targets too
+    center_targets: bool = True  # subtract each teacher's mean vector (e5's has norm 0.86) and renormalise
+    head_weights: dict[str, float] = field(default_factory=dict)  # head → loss weight (default 1 primary, 0.5 others)
+    gold_pairs: str = ""  # DvBERT teacher annealing: labelled pairs mixed in, λ rising 0 → 1 over the epochs
+    gold_weight: float = 1.0
+    gold_margin: float = 0.03
+    gold_threshold: float = 0.70  # in the centred space the student learns
+    gold_exclude_day: str = ""  # keep this day's pairs out of training, to measure on them
+    max_docs: int = 0  # 0: all
+    seed: int = 0
+    threads: int = 0
+    device: str = "auto"
