@@ -87,7 +87,7 @@ def test_retrain_errors_are_clear(tmp_path, tiny_model_dir):
 
 def test_ship_scores_the_student_beside_the_centred_teacher_and_decides_if_it_serves(contest_docs, tiny_model_dir,
                                                                                      tmp_path):
-    from pipeline.config import shipped_student_serves
+    from pipeline.model_folder import shipped_student_serves
 
     crawl, pairs, _, labels, student = served_student(contest_docs, tiny_model_dir, tmp_path)
     shipped = tmp_path / "shipped"
