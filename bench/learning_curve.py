@@ -31,6 +31,8 @@ def best_epoch(run: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", action="append", required=True, metavar="NAME=DIR,DIR,...")
+    parser.add_argument("--quoted", action="append", default=[], metavar="NAME=DOCS:F1:COSINE;...",
+                        help="points measured elsewhere (e.g. an earlier session's runs), drawn dashed")
     parser.add_argument("--out", default="learning_curve.png")
     parser.add_argument("--teacher-f1", type=float, help="a horizontal line: the centred teacher's dev F1")
     args = parser.parse_args()
@@ -39,11 +41,20 @@ def main() -> None:
         name, _, dirs = spec.partition("=")
         curves[name] = sorted((best_epoch(Path(d)) for d in dirs.split(",") if d), key=lambda p: p["documents"])
 
+    quoted = {}
+    for spec in args.quoted:
+        name, _, points = spec.partition("=")
+        quoted[name] = [dict(zip(("documents", "dev_f1", "val_cosine"), map(float, p.split(":"))))
+                        for p in points.split(";")]
     fig, (f1_axis, cos_axis) = pyplot().subplots(1, 2, figsize=(11, 4))
     for name, points in curves.items():
         docs = [p["documents"] for p in points]
         f1_axis.plot(docs, [p["dev_f1"] for p in points], marker="o", label=name)
         cos_axis.plot(docs, [p["val_cosine"] for p in points], marker="o", label=name)
+    for name, points in quoted.items():
+        docs = [p["documents"] for p in points]
+        f1_axis.plot(docs, [p["dev_f1"] for p in points], marker="x", linestyle="--", label=name)
+        cos_axis.plot(docs, [p["val_cosine"] for p in points], marker="x", linestyle="--", label=name)
     if args.teacher_f1:
         f1_axis.axhline(args.teacher_f1, color="grey", linestyle="--", label="centred teacher")
         f1_axis.axhline(args.teacher_f1 - 0.01, color="grey", linestyle=":", label="ship bar (teacher - 0.01)")
