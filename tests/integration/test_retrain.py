@@ -4,17 +4,11 @@ on gold pairs, once promoting (registry and news.control) and once refusing."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import orjson
 
 from test_eval import crawl_with_pairs
-
-
-def newsevents(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
+from test_students_cli import newsevents
 
 
 def served_student(contest_docs, tiny_model_dir, tmp_path):
