@@ -204,3 +204,13 @@ def embedded_documents(inputs: list[str], *, encoder=None, labels_dir: str | Non
                             published_time=d.published_time, lang=d.lang, url=d.url)
            for d in parsed if d.doc_id in vectors]
     return out, stats, [d.doc_id for d in parsed if d.doc_id not in vectors]
+
+
+def threshold_sweep(pairs: list[LabelledPair], docs: list, modes: list[str],
+                    grid: list[float]) -> tuple[dict[str, list[EvalReport]], EvalReport]:
+    """Every mode at every threshold of ``grid``, and the best report of the last mode (the stream when both
+    run): on equal F1 the threshold nearest the grid's middle, which is the least fragile."""
+    rows = {mode: [evaluate(pairs, docs, mode, t) for t in grid] for mode in modes}
+    middle = float(np.median(grid))
+    best = max(rows[modes[-1]], key=lambda r: (r.overall.f1, -abs(r.threshold - middle)))
+    return rows, best

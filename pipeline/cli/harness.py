@@ -16,7 +16,7 @@ from pipeline.flow import STAGE_NAMES
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pipeline.ops.demo import DemoError, run_demo
+    from pipeline.ops.demo import DemoError, accounted_for, run_demo
 
     try:
         report = run_demo(load_settings(args), args.input, limit=args.limit, progress=not args.json,
@@ -40,9 +40,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"event size histogram: {report['event_sizes_plot']}; logs: {report['logs']}")
     else:
         report.pop("largest_events")
-    ok = (report["published"] == report["parsed"] + report["dead_lettered"]
-          and report["events_emitted"] + report["dead_lettered_after_parse"] == report["parsed"]
-          and report["conflicting_event_ids"] == 0)
+    ok = accounted_for(report)
     print(orjson.dumps(report).decode() if args.json else ("every document accounted for" if ok else "NOT ACCOUNTED"))
     return 0 if ok else 1
 

@@ -21,7 +21,7 @@ def _format_score(name: str, score) -> str:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from pipeline.evaluate import embedded_documents, evaluate, read_pairs
+    from pipeline.evaluate import embedded_documents, evaluate, read_pairs, threshold_sweep
     from pipeline.models import cluster_threshold, ensure_model, load_encoder, write_cluster_threshold
 
     settings = load_settings(args)
@@ -42,8 +42,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     modes = ["batch", "stream"] if args.mode == "both" else [args.mode]
     if args.tune:
         grid = [round(x, 3) for x in np.arange(args.tune_from, args.tune_to + 1e-9, args.tune_step)]
-        rows = {mode: [evaluate(pairs, docs, mode, t) for t in grid] for mode in modes}
-        best = max(rows[modes[-1]], key=lambda r: (r.overall.f1, -abs(r.threshold - np.median(grid))))
+        rows, best = threshold_sweep(pairs, docs, modes, grid)
         if args.json:
             print(orjson.dumps({"grid": {m: [r.to_dict() for r in rs] for m, rs in rows.items()},
                                 "best": best.to_dict()}).decode())

@@ -42,50 +42,15 @@ def cmd_students_train(args: argparse.Namespace) -> int:
 
 def cmd_students_evaluate(args: argparse.Namespace) -> int:
     """Dev-pair F1 through the stream's clusterer and docs/s, student beside teacher, in one run."""
-    from pipeline.evaluate import embedded_documents, evaluate, read_pairs
-    from pipeline.flow.cluster import DEFAULT_THRESHOLD
-    from pipeline.flow.documents import InputStats, iter_documents
-    from pipeline.flow.embed import document_text
-    from pipeline.models import load_encoder, read_cluster_threshold
-    from pipeline.ops import bench
+    from pipeline.ops.compare import compare_encoders
 
     settings = load_settings(args)
     for path in [args.pairs, *args.input, *args.model, *filter(None, [args.teacher_labels])]:
         if not Path(path).exists():
             return fail(f"no such file or directory: {path}")
-    pairs = read_pairs(args.pairs)
-    rows = []
-    texts = [document_text(d, settings.max_chars) for d in iter_documents(args.input, InputStats())][:args.speed_docs]
-    specs = [("teacher", args.teacher)] + [(f"student {i + 1}" if len(args.model) > 1 else "student", m)
-                                          for i, m in enumerate(args.model)]
-    speed = bench.bench_encoders(settings, texts, [spec for _, spec in specs], [args.batch_size],
-                                 settings.threads or None, reference=args.teacher)
-    for (role, spec), timing in zip(specs, speed):
-        folder = settings.teacher_dir if spec == "e5" else Path(spec)
-        threshold = settings.threshold or read_cluster_threshold(folder) or DEFAULT_THRESHOLD
-        if role == "teacher" and args.teacher_labels:
-            docs, _, _ = embedded_documents(args.input, labels_dir=args.teacher_labels, max_chars=settings.max_chars)
-        elif role == "teacher" and args.skip_teacher_f1:
-            docs = []
-        else:
-            encoder = load_encoder(folder, device=settings.device, max_length=settings.max_length,
-                                   threads=settings.threads or None)
-            docs, _, _ = embedded_documents(args.input, encoder=encoder, max_chars=settings.max_chars,
-                                            progress=not args.json)
-        report = {"role": role, "model": spec, "model_version": timing["encoder"], "threshold": threshold,
-                  "docs_per_s": timing["docs_per_s"], "ms_per_doc": timing["ms_per_doc"],
-                  "batch_size": timing["batch_size"], "threads": timing["threads"], "device": timing["device"],
-                  "size_mb": round(sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) / 2**20, 1)}
-        if docs:
-            for mode in ("stream", "batch"):
-                score = evaluate(pairs, docs, mode, threshold).overall
-                report[f"{mode}_f1"] = round(score.f1, 4)
-                report[f"{mode}_precision"] = round(score.precision, 4)
-                report[f"{mode}_recall"] = round(score.recall, 4)
-        rows.append(report)
-    teacher_speed = rows[0]["docs_per_s"]
-    for row in rows:
-        row["speedup_vs_teacher"] = round(row["docs_per_s"] / teacher_speed, 1) if teacher_speed else None
+    rows, timed = compare_encoders(settings, args.pairs, args.input, args.teacher, args.model,
+                                   teacher_labels=args.teacher_labels, skip_teacher_f1=args.skip_teacher_f1,
+                                   speed_docs=args.speed_docs, batch_size=args.batch_size, progress=not args.json)
     if args.json:
         print(orjson.dumps(rows).decode())
         return 0
@@ -94,7 +59,7 @@ def cmd_students_evaluate(args: argparse.Namespace) -> int:
         print(f"{row['role']:<10} {row.get('stream_f1', float('nan')):>9.3f} {row.get('batch_f1', float('nan')):>9.3f} "
               f"{row['threshold']:>9.3f} {row['docs_per_s']:>8.1f} {row['speedup_vs_teacher']:>7.1f}x "
               f"{row['size_mb']:>7.1f}  {row['model_version']}")
-    print(f"speed: {len(texts)} documents, batch {args.batch_size}, {rows[0]['threads']} threads, {rows[0]['device']}")
+    print(f"speed: {timed} documents, batch {args.batch_size}, {rows[0]['threads']} threads, {rows[0]['device']}")
     return 0
 
 

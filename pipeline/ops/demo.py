@@ -214,3 +214,11 @@ def _report(summary, books: Accounting, started: float, finished_at: float, top:
         "event_sizes_plot": str(plot),
         "_events_text": [format_event(e) for e in events[:top]],
     }
+
+
+def accounted_for(report: dict) -> bool:
+    """Every published document parsed or dead-lettered, every parsed one an event or a later dead letter, and
+    no document with two event ids: the demo's verdict."""
+    return (report["published"] == report["parsed"] + report["dead_lettered"]
+            and report["events_emitted"] + report["dead_lettered_after_parse"] == report["parsed"]
+            and report["conflicting_event_ids"] == 0)
