@@ -41,7 +41,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return fail("no documents could be read from --input: " + "; ".join(stats.problems[:5]))
     modes = ["batch", "stream"] if args.mode == "both" else [args.mode]
     if args.tune:
-        grid = [round(x, 3) for x in np.arange(args.tune_from, args.tune_to + 1e-9, args.tune_step)]
+        grid = [round(float(x), 3) for x in np.arange(args.tune_from, args.tune_to + 1e-9, args.tune_step)]
         rows, best = threshold_sweep(pairs, docs, modes, grid)
         if args.json:
             print(orjson.dumps({"grid": {m: [r.to_dict() for r in rs] for m, rs in rows.items()},

@@ -67,6 +67,13 @@ def test_eval_reads_dialogue_url_pairs_and_tunes_into_the_model(contest_docs, ti
     assert "best (stream)" in result.stdout
     assert json.loads((model / "newsevents_cluster.json").read_text())["threshold"] > 0
     assert model_version(model) == version  # a tuned threshold is not a new embedding space
+    tuned = newsevents("eval", "--pairs", str(tmp_path / "dialogue.tsv"), "--input", str(crawl), "--model-dir",
+                       str(model), "--tune", "--tune-from", "0.9", "--tune-to", "0.99", "--tune-step", "0.03",
+                       "--mode", "both", "--json")  # numpy thresholds once crashed the JSON writer
+    assert tuned.returncode == 0, tuned.stderr[-2000:]
+    report = json.loads(tuned.stdout.strip().splitlines()[-1])
+    assert [r["threshold"] for r in report["grid"]["stream"]] == [0.9, 0.93, 0.96, 0.99]
+    assert report["best"]["mode"] == "stream" and set(report["grid"]) == {"batch", "stream"}
 
 
 def test_eval_errors_are_clear(tmp_path):
