@@ -26,11 +26,12 @@ def load_manifest(out_dir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def read_shards(out_dir: Path) -> Iterator[dict[str, np.ndarray]]:
-    """The shards a manifest lists, in order (what the student trainer reads)."""
+def read_shards(out_dir: Path, keys: tuple[str, ...] | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """The shards a manifest lists, in order (what the student trainer reads); ``keys``: only those arrays
+    (a token-state folder is 30x the size of its document ids)."""
     manifest = load_manifest(Path(out_dir))
     if manifest is None:
         raise LabelError(f"{out_dir}: no {MANIFEST}")
     for shard in manifest["shards"]:
         with np.load(Path(out_dir) / shard["file"], allow_pickle=False) as data:
-            yield {k: data[k] for k in data.files}
+            yield {k: data[k] for k in data.files if keys is None or k in keys}

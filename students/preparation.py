@@ -34,9 +34,6 @@ def kept_positions(length: int, share: float, rng: np.random.Generator) -> np.nd
     return keep
 
 
-def drop_tokens(tokens: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
-    return tokens[kept_positions(len(tokens), share, rng)]
-
 
 def length_bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Shuffle, sort within windows of 50 batches by length (little padding), shuffle the batches."""

@@ -25,7 +25,7 @@ from students.checkpoint import Checkpoint, run_key, save_student, write_history
 from students.construction import BaseStudent, build_model  # noqa: F401 (BaseStudent: part of this module's interface)
 from students.encoder import encode_token_lists
 from students.objective import Objective
-from students.preparation import PreparedRun, build_vocabulary, dev_scores, drop_tokens, length_bucketed_batches, prepare_run  # noqa: F401,E501
+from students.preparation import PreparedRun, build_vocabulary, dev_scores, length_bucketed_batches, prepare_run  # noqa: F401,E501
 from students.settings import TrainSettings
 
 DEV_THRESHOLDS = [round(float(x), 2) for x in np.arange(0.50, 0.945, 0.02)]  # students peak at 0.6-0.85

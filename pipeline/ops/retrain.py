@@ -99,7 +99,7 @@ def label_new_documents(settings: Settings, options: RetrainOptions, labels: lis
     manifest = load_manifest(Path(labels[0]))
     known: set[str] = set()
     for folder in labels:
-        for shard in read_shards(Path(folder)):
+        for shard in read_shards(Path(folder), keys=("doc_ids",)):
             known.update(shard["doc_ids"].tolist())
     stats = InputStats()
     already = [0]

@@ -12,7 +12,7 @@ from pipeline.flow.parse import parse_html
 from students.construction import BaseStudent
 from students.losses import cosine_loss, similarity_loss
 from students.modeling import StudentConfig, StudentModel
-from students.preparation import build_vocabulary, drop_tokens
+from students.preparation import build_vocabulary, kept_positions
 from students.static import reduce_table, sif_weights, teacher_piece_vectors
 from students.train import TrainSettings
 from students.vocab import prune_tokenizer, seen_token_ids, vocabulary_map
@@ -58,10 +58,11 @@ def test_vocabulary_keeps_the_most_frequent_and_returns_counts():
 def test_token_dropout_keeps_the_ends_and_the_order():
     rng = np.random.default_rng(0)
     tokens = np.arange(100)
-    dropped = drop_tokens(tokens, 0.5, rng)
+    dropped = tokens[kept_positions(len(tokens), 0.5, rng)]
     assert dropped[0] == 0 and dropped[-1] == 99 and 25 < len(dropped) < 75
     assert np.all(np.diff(dropped) > 0)
-    assert drop_tokens(np.array([0, 5, 2]), 0.9, rng).tolist() == [0, 5, 2]
+    short = np.array([0, 5, 2])
+    assert short[kept_positions(3, 0.9, rng)].tolist() == [0, 5, 2]
 
 
 def test_similarity_loss_is_zero_only_when_pairwise_cosines_match():
