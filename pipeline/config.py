@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from pipeline.flow.centring import CENTRING_MODES
 from pipeline.flow.cluster import ClusterConfig
 
 ENV_PREFIX = "NEWSEVENTS_"
@@ -32,6 +33,7 @@ class Settings:
     vectors_topic: str = "news.vectors"
     events_topic: str = "news.events"
     dlq_topic: str = "news.dlq"
+    merges_topic: str = "news.event-merges"  # compacted: absorbed event id → the event it merged into
     control_topic: str = "news.control"  # model promotions for the embed workers
     partitions: int = 4  # raw, docs, events: the parse and embed stages scale out to this many workers
     replication_factor: int = 1
@@ -58,6 +60,9 @@ class Settings:
     hnsw_m: int = ClusterConfig.hnsw_m
     hnsw_ef_construction: int = ClusterConfig.hnsw_ef_construction
     hnsw_ef: int = ClusterConfig.hnsw_ef
+    centring: str = ClusterConfig.centring  # none | global | language: the space the stream links in
+    merge_events: bool = ClusterConfig.merge_events
+    merge_threshold: float = 0.0  # average link at which two live events merge; 0: the cluster threshold
     cluster_batch_size: int = 256
     cluster_max_wait_s: float = 0.2
     cluster_state_dir: str = ""  # snapshots + write-ahead log; empty: <home>/state/<group_prefix>-cluster
@@ -65,6 +70,18 @@ class Settings:
     snapshot_every_s: float = 300.0
     # local state
     home: str = str(default_home())
+
+    def __post_init__(self) -> None:
+        if self.centring not in CENTRING_MODES:
+            raise ValueError(f"centring must be one of {', '.join(CENTRING_MODES)}, not {self.centring!r}")
+
+    @property
+    def cluster_options(self) -> dict[str, Any]:
+        """The ClusterConfig fields these settings choose, threshold and dimension apart."""
+        return {"neighbours": self.neighbours, "bucket_hours": self.bucket_hours, "window_hours": self.window_hours,
+                "hnsw_m": self.hnsw_m, "hnsw_ef_construction": self.hnsw_ef_construction, "hnsw_ef": self.hnsw_ef,
+                "centring": self.centring, "merge_events": self.merge_events,
+                "merge_threshold": self.merge_threshold or None}
 
     @property
     def home_path(self) -> Path:

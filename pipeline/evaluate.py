@@ -122,36 +122,63 @@ def in_published_order(docs: list) -> list:
     return sorted(docs, key=lambda d: document_epoch_s(d) or 0.0)
 
 
-def cluster_labels(docs: list, mode: str, threshold: float, batch_size: int = 64) -> dict[str, str]:
-    """doc id → cluster. ``batch``: average link per day (the Dialogue baseline). ``stream``: the production
-    clusterer fed in published-time order, micro-batch by micro-batch."""
+def cluster_labels(docs: list, mode: str, threshold: float, batch_size: int = 64,
+                   clustering: Mapping | None = None) -> dict[str, str]:
+    """doc id → cluster. ``batch``: average link per day (the Dialogue baseline), on vectors centred the way the
+    stream centres them (each day's mean per language). ``stream``: the production clusterer fed in
+    published-time order, micro-batch by micro-batch, with merges resolved (every document labelled by the story
+    its event ends up in). ``clustering``: ClusterConfig fields to change (centring, merge_events, ...)."""
     from pipeline.flow.cluster import ClusterConfig, IncrementalClusterer
 
     if not docs:
         return {}
+    config = ClusterConfig(dim=len(docs[0].vector), threshold=threshold, **dict(clustering or {}))
     if mode == "batch":
-        by_day: dict[str, list] = {}
-        for doc in docs:
-            by_day.setdefault(day_of(doc.published_time), []).append(doc)
-        labels = {}
-        for day, members in by_day.items():
-            clusters = average_link_clusters(np.stack([d.vector for d in members]), 1.0 - threshold)
-            labels.update({d.doc_id: f"{day}-{c}" for d, c in zip(members, clusters)})
-        return labels
+        return _batch_labels(docs, config)
     if mode != "stream":
         raise ValueError(f"mode must be batch or stream, not {mode!r}")
     ordered = in_published_order(docs)
-    clusterer = IncrementalClusterer(ClusterConfig(dim=len(ordered[0].vector), threshold=threshold))
-    labels = {}
+    clusterer = IncrementalClusterer(config)
+    labels, merged_into = {}, {}
     for start in range(0, len(ordered), batch_size):
         for assignment in clusterer.assign(ordered[start:start + batch_size]):
             labels[assignment.doc_id] = assignment.event_id
+        merged_into.update((m.event_id, m.into) for _, m in clusterer.last_merges)
+    return {doc_id: resolve_event(event_id, merged_into) for doc_id, event_id in labels.items()}
+
+
+def resolve_event(event_id: str, merged_into: Mapping[str, str]) -> str:
+    """Follow merges from an event id to the story it ended up in."""
+    seen = set()
+    while event_id in merged_into and event_id not in seen:
+        seen.add(event_id)
+        event_id = merged_into[event_id]
+    return event_id
+
+
+def _batch_labels(docs: list, config) -> dict[str, str]:
+    from pipeline.flow.centring import WindowCentre
+
+    by_day: dict[str, list] = {}
+    for doc in docs:
+        by_day.setdefault(day_of(doc.published_time), []).append(doc)
+    labels = {}
+    for day, members in by_day.items():
+        vectors = np.stack([np.asarray(d.vector, dtype=np.float32) for d in members])
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        centre = WindowCentre(config.dim, config.centring, config.centring_prior_docs)
+        langs = [d.lang for d in members]
+        for lang, vector in zip(langs, vectors):
+            centre.add(0, lang, vector)
+        clusters = average_link_clusters(centre.apply(vectors, langs), 1.0 - config.threshold)
+        labels.update({d.doc_id: f"{day}-{c}" for d, c in zip(members, clusters)})
     return labels
 
 
-def evaluate(pairs: list[LabelledPair], docs: list, mode: str, threshold: float) -> EvalReport:
+def evaluate(pairs: list[LabelledPair], docs: list, mode: str, threshold: float,
+             clustering: Mapping | None = None) -> EvalReport:
     """``docs``: EmbeddedDocuments of every document of the days to cluster (pairs may name only some)."""
-    labels = cluster_labels(docs, mode, threshold)
+    labels = cluster_labels(docs, mode, threshold, clustering=clustering)
     by_url = {}
     for doc in docs:
         if doc.url and doc.url not in by_url:

@@ -6,7 +6,7 @@ what keeps the packages free of import cycles (see the README's *Architecture*).
 
     config.json               Hugging Face config; ``model_type: newsevents-student`` marks a student
     newsevents_encoder.json   how to use the encoder: name, pooling, text prefix, normalise
-    newsevents_cluster.json   the cluster threshold tuned for this model (apart: a threshold is not a new space)
+    newsevents_cluster.json   the cluster threshold tuned for this model, and the centring it was tuned in
     release.json              a shipped student's dev scores and whether it is served by default
 """
 
@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from pipeline.flow.centring import DEFAULT_CENTRING
 
 ENCODER_SETTINGS_FILE = "newsevents_encoder.json"
 CLUSTER_SETTINGS_FILE = "newsevents_cluster.json"  # apart from the encoder's: a threshold is not a new space
@@ -48,15 +50,21 @@ class EncoderSettings:
         return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
 
 
-def read_cluster_threshold(folder: Path) -> float:
-    """The threshold tuned for this model (`newsevents eval --tune --write-threshold`); 0 when none."""
+def read_cluster_threshold(folder: Path, centring: str = DEFAULT_CENTRING) -> float:
+    """The threshold tuned for this model (`newsevents eval --tune --write-threshold`) in the space the stream
+    links in (``centring``); 0 when none was tuned there. A file without ``centring`` was tuned on raw vectors."""
     path = Path(folder) / CLUSTER_SETTINGS_FILE
-    return float(json.loads(path.read_text()).get("threshold", 0.0)) if path.exists() else 0.0
+    if not path.exists():
+        return 0.0
+    raw = json.loads(path.read_text())
+    return float(raw.get("threshold", 0.0)) if raw.get("centring", "none") == centring else 0.0
 
 
-def write_cluster_threshold(folder: Path, threshold: float, tuned_on: str = "") -> None:
+def write_cluster_threshold(folder: Path, threshold: float, tuned_on: str = "",
+                            centring: str = DEFAULT_CENTRING) -> None:
     path = Path(folder) / CLUSTER_SETTINGS_FILE
-    path.write_text(json.dumps({"threshold": round(float(threshold), 4), "tuned_on": tuned_on}, indent=2))
+    path.write_text(json.dumps({"threshold": round(float(threshold), 4), "centring": centring,
+                                "tuned_on": tuned_on}, indent=2))
 
 
 def model_version(folder: Path) -> str:

@@ -87,11 +87,13 @@ def ensure_model(settings: Settings) -> Path:
     return folder
 
 
-def folder_threshold(folder: Path | None) -> float | None:
-    """The threshold tuned for ``folder`` (None when it has none, or there is no folder)."""
-    return (read_cluster_threshold(folder) or None) if folder is not None else None
+def folder_threshold(folder: Path | None, centring: str) -> float | None:
+    """The threshold tuned for ``folder`` in the ``centring`` space (None when it has none, or no folder)."""
+    return (read_cluster_threshold(folder, centring) or None) if folder is not None else None
 
 
 def cluster_threshold(settings: Settings) -> float:
-    """The flag or setting, else the threshold tuned for the served model (in its folder), else the default."""
-    return settings.threshold or read_cluster_threshold(served_model_dir(settings)) or DEFAULT_THRESHOLD
+    """The flag or setting, else the threshold tuned for the served model (in its folder, for the space the
+    stream links in), else the default."""
+    return (settings.threshold or read_cluster_threshold(served_model_dir(settings), settings.centring)
+            or DEFAULT_THRESHOLD)

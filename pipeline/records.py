@@ -1,6 +1,7 @@
 """The records that flow between stages, and their wire format (orjson).
 
-raw HTML bytes ─parse→ Document ─embed→ EmbeddedDocument ─cluster→ EventAssignment; any stage → DeadLetter.
+raw HTML bytes ─parse→ Document ─embed→ EmbeddedDocument ─cluster→ EventAssignment (+ EventMerge); any stage →
+DeadLetter.
 Beside them: the headers a raw record carries, and ``Promotion``, the record of ``news.control`` (JSON).
 """
 
@@ -126,6 +127,18 @@ class EventAssignment(_Record):
     ingested_at_ms: int | None = None  # when it was published to news.raw
     assigned_at_ms: int = 0
     event_size: int = 1  # members in the live window when this record was made, this document included
+
+
+@dataclass
+class EventMerge(_Record):
+    """One per merge on ``news.event-merges`` (compacted, keyed by ``event_id``): the story ``event_id`` is part of
+    the story ``into`` from ``at_ms`` on. Follow ``into`` until it has no record of its own to resolve any id."""
+
+    event_id: str
+    into: str
+    at_ms: int
+    model_version: str = ""
+    type: str = "merge"
 
 
 @dataclass

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pipeline.files import write_atomic
+from pipeline.model_folder import write_cluster_threshold
 from pipeline.plots import pyplot, save_figure
 from students.data import DistillationData
 from students.settings import TrainSettings
@@ -75,8 +76,8 @@ def save_student(model, tokenizer_dir: Path, folder: Path, data: DistillationDat
     (tmp / "newsevents_encoder.json").write_text(json.dumps(
         {"name": name, "pooling": "student", "prefix": data.recipe.get("prefix", ""), "normalize": True}, indent=2))
     if "dev" in epoch_row:
-        (tmp / "newsevents_cluster.json").write_text(json.dumps(
-            {"threshold": epoch_row["dev"]["threshold"], "tuned_on": "dev pairs during training"}, indent=2))
+        # DevPairEvaluator clusters like the stream, so the threshold is in the stream's default centring
+        write_cluster_threshold(tmp, epoch_row["dev"]["threshold"], tuned_on="dev pairs during training")
     (tmp / "training.json").write_text(json.dumps(
         {"teachers": data.teachers, **provenance, "recipe": data.recipe, "documents": len(data),
          "settings": asdict(settings),

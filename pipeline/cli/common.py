@@ -13,7 +13,11 @@ SETTING_HELP = {
     "model_dir": "Hugging Face model folder the embed stage serves (default: the provisioned teacher)",
     "device": "auto, cpu or cuda[:N]",
     "quantize": "'int8' for dynamic int8 on CPU",
-    "threshold": "clustering threshold: mean cosine similarity to an event's members (0 = model default)",
+    "threshold": "clustering threshold: mean cosine similarity to an event's members, in the centred space "
+                 "(0 = the served model's tuned one)",
+    "centring": "none, global or language: the mean subtracted before linking (a running mean over the window)",
+    "merge_events": "true/false: merge two live events whose average link reaches merge_threshold",
+    "merge_threshold": "average link at which two live events merge (0 = the clustering threshold)",
 }
 KAFKA_SETTINGS = ("bootstrap_servers", "raw_topic", "docs_topic", "vectors_topic", "events_topic", "dlq_topic",
                   "partitions", "max_message_bytes", "max_html_bytes")
@@ -25,12 +29,19 @@ def add_settings(parser: argparse.ArgumentParser, only: tuple[str, ...] | None =
     for f in fields(Settings):
         if only is not None and f.name not in only:
             continue
-        kind = {"int": int, "float": float}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
+        kind = {"int": int, "float": float, "bool": _flag_bool}.get(
+            f.type if isinstance(f.type, str) else f.type.__name__, str)
         names = ["--" + f.name.replace("_", "-")]
         if f.name == "model_dir" and "--model" not in parser._option_string_actions:
             names.append("--model")  # the short spelling users reach for
         group.add_argument(*names, dest=f.name, type=kind, default=None,
                            help=SETTING_HELP.get(f.name, f"default {f.default!r}"))
+
+
+def _flag_bool(raw: str) -> bool:
+    if raw.strip().lower() not in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not true or false")
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
 
 
 def load_settings(args: argparse.Namespace) -> Settings:

@@ -11,6 +11,13 @@
   similarity to a set equals the dot product with the set's mean vector, so each event keeps a running sum.
   Candidate events are those of the ``neighbours`` nearest documents (an event whose mean clears the threshold
   has a member that does).
+* **Centring.** Vectors are linked in a centred space: minus the running mean of their language over the live
+  window, renormalised (``pipeline.flow.centring``); what is indexed and summed is the centred vector.
+* **Merges.** After a document joins an event, that event and the events of the document's neighbours are
+  compared by average link (the mean similarity over all their cross pairs, exact from the running sums); the
+  best pair at or above ``merge_threshold`` merges, and again until none does. Batch average link merges the
+  same way, so arrival order no longer decides. The smaller event's id becomes an alias
+  (``pipeline.flow.event_table``); documents keep the id they were given, later ones get the surviving id.
 * **Micro-batches.** A batch is queried against the index at once; links inside the batch are resolved exactly
   with a small dense similarity matrix, in input order; then the batch is added.
 * **Determinism.** An event's id is a hash of the document that founded it, hnswlib inserts are single-threaded,
@@ -20,22 +27,22 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import math
 import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import hnswlib
 import numpy as np
-import orjson
 
-from pipeline.records import EmbeddedDocument, EventAssignment
+from pipeline.flow.centring import DEFAULT_CENTRING, DEFAULT_PRIOR_DOCS, WindowCentre
+from pipeline.flow.event_table import EventTable
+from pipeline.records import EmbeddedDocument, EventAssignment, EventMerge
 
-DEFAULT_THRESHOLD = 0.92  # mean cosine similarity; tuned for e5-small on eval/dev_pairs.tsv (bench/cluster_f1.py)
+DEFAULT_THRESHOLD = 0.60  # mean cosine in the language-centred space; tuned for e5-small on eval/dev_pairs.tsv
+                          # (bench/cluster_f1.py); 0.92 was its raw-space value
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,14 @@ class ClusterConfig:
     hnsw_ef_construction: int = 40  # 2.3x faster inserts than 100; same dev F1 (bench notes in README)
     hnsw_ef: int = 64
     initial_capacity: int = 1024
+    centring: str = DEFAULT_CENTRING  # none | global | language (pipeline.flow.centring)
+    centring_prior_docs: float = DEFAULT_PRIOR_DOCS
+    merge_events: bool = True
+    merge_threshold: float | None = None  # average link at which two events merge (None: ``threshold``)
+
+    @property
+    def merge_at(self) -> float:
+        return self.threshold if self.merge_threshold is None else self.merge_threshold
 
     @property
     def bucket_seconds(self) -> float:
@@ -79,13 +94,6 @@ def document_epoch_s(doc: EmbeddedDocument) -> float | None:
     return published
 
 
-
-@dataclass
-class _Event:
-    vector_sum: np.ndarray
-    size: int
-
-
 class IncrementalClusterer:
     def __init__(self, config: ClusterConfig):
         self.config = config
@@ -93,10 +101,21 @@ class IncrementalClusterer:
         self.buckets: dict[int, list[int]] = {}  # bucket number → index labels of its documents
         self.label_docs: dict[int, str] = {}  # index label → doc id, for live documents
         self.next_label = 0
-        self.events: dict[str, _Event] = {}
-        self.doc_events: dict[str, str] = {}  # live documents → event id
+        self.table = EventTable()
+        self.doc_events: dict[str, str] = {}  # live documents → the event id each was given
+        self.centre = WindowCentre(config.dim, config.centring, config.centring_prior_docs)
         self.newest_bucket: int | None = None
+        self.last_merges: list[tuple[int, EventMerge]] = []  # of the last assign: (new documents before it, merge)
         self._lock = threading.Lock()
+
+    @property
+    def events(self):
+        """Live stories by root id."""
+        return self.table.events
+
+    @property
+    def merge_count(self) -> int:
+        return self.table.merge_count
 
     # --- window -------------------------------------------------------------------------------------------
     def _bucket_of(self, doc: EmbeddedDocument) -> int:
@@ -128,6 +147,8 @@ class IncrementalClusterer:
         oldest_live = bucket - self.config.window_buckets + 1
         for number in [n for n in self.buckets if n < oldest_live]:
             self._drop_bucket(number)
+        for number in [n for n in self.centre.sums if n < oldest_live]:
+            self.centre.drop(number)
 
     def _drop_bucket(self, number: int) -> None:
         labels = self.buckets.pop(number)
@@ -138,18 +159,24 @@ class IncrementalClusterer:
             self.index.mark_deleted(label)
             doc_id = self.label_docs.pop(label)
             event_id = self.doc_events.pop(doc_id, None)
-            event = self.events.get(event_id) if event_id is not None else None
-            if event is None:
-                continue
-            event.size -= 1
-            if event.size == 0:
-                del self.events[event_id]
-            else:
-                event.vector_sum -= vectors[row]
+            if event_id is not None:
+                self.table.leave(event_id, vectors[row])
+
+    def _prepare(self, docs: list[EmbeddedDocument], new_rows: list[int]):
+        """Unit vectors → window advanced → bucket numbers → centred vectors. ``new_rows`` (the documents that
+        join the window) are counted and centred one after another, so no centre depends on the batching."""
+        raw = np.stack([np.asarray(d.vector, dtype=np.float32) for d in docs])
+        raw /= np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
+        self._advance_window(max(self._bucket_of(d) for d in docs))
+        bucket_numbers = [self._bucket_of(d) for d in docs]  # clamped against the advanced window
+        vectors = self.centre.apply(raw, [d.lang for d in docs])  # known documents: only compared, never added
+        for row in new_rows:
+            vectors[row] = self.centre.add_and_centre(bucket_numbers[row], docs[row].lang, raw[row])
+        return vectors, bucket_numbers
 
     # --- search -------------------------------------------------------------------------------------------
     def _search(self, vectors: np.ndarray) -> list[list[tuple[float, str, str]]]:
-        """For each vector: (similarity, doc id, event id) of up to ``neighbours`` nearest live documents."""
+        """For each vector: (similarity, doc id, event id given) of up to ``neighbours`` nearest live documents."""
         k = min(self.config.neighbours, len(self.label_docs))
         while k > 0:
             try:
@@ -171,99 +198,136 @@ class IncrementalClusterer:
 
     # --- the decision -------------------------------------------------------------------------------------
     def assign(self, docs: list[EmbeddedDocument], now_ms: int | None = None) -> list[EventAssignment]:
-        """Assign each document of a micro-batch to an event, in order. One assignment per input document."""
+        """Assign each document of a micro-batch to an event, in order. One assignment per input document;
+        the merges it decided are in ``last_merges``."""
+        self.last_merges = []
         if not docs:
             return []
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         with self._lock:
             return self._assign_locked(docs, now_ms)
 
+    def _known_event(self, doc: EmbeddedDocument, batch_events: dict[str, str]) -> str | None:
+        """The event a redelivered document was given (it is not decided or indexed twice)."""
+        founded = event_id_for(doc.doc_id)
+        return (self.doc_events.get(doc.doc_id)
+                or (founded if founded in self.table else None)  # a founder whose own bucket has left the window
+                or batch_events.get(doc.doc_id))
+
     def _assign_locked(self, docs: list[EmbeddedDocument], now_ms: int) -> list[EventAssignment]:
-        vectors = np.stack([np.asarray(d.vector, dtype=np.float32) for d in docs])
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        vectors = vectors / np.maximum(norms, 1e-12)
-        bucket_numbers = [self._bucket_of(d) for d in docs]
-        self._advance_window(max(bucket_numbers))
-        bucket_numbers = [self._bucket_of(d) for d in docs]  # re-clamp against the advanced window
+        new_rows = [i for i in _first_unseen(docs, self.doc_events)
+                    if event_id_for(docs[i].doc_id) not in self.table]
+        vectors, bucket_numbers = self._prepare(docs, new_rows)
         neighbours = self._search(vectors)
         in_batch = vectors @ vectors.T
         threshold = self.config.threshold
-        batch_events: list[str | None] = [None] * len(docs)
+        given: list[str | None] = [None] * len(docs)  # event id given to each row
+        by_doc: dict[str, str] = {}
         results: list[EventAssignment] = []
         new_members: dict[int, list[int]] = {}
-        first_in_batch: dict[str, int] = {}
+        decided, decided_rows = 0, []
         for i, doc in enumerate(docs):
-            founded = event_id_for(doc.doc_id)
-            known = (self.doc_events.get(doc.doc_id)
-                     or (founded if founded in self.events else None)  # a founder whose own bucket has left the window
-                     or (batch_events[first_in_batch[doc.doc_id]] if doc.doc_id in first_in_batch else None))
-            first_in_batch.setdefault(doc.doc_id, i)
-            if known is not None:  # a redelivered document keeps its event, and is not indexed twice
-                batch_events[i] = known
+            known = self._known_event(doc, by_doc)
+            if known is not None:
+                given[i] = known
                 results.append(self._assignment(doc, known, 1.0, doc.doc_id, now_ms))
                 continue
-            # candidate event → (best similarity, linked doc) over close-enough neighbours and earlier batch docs
-            candidates: dict[str, tuple[float, str]] = {}
-            for similarity, other_doc, event_id in neighbours[i]:
-                if similarity >= threshold and similarity > candidates.get(event_id, (-2.0, ""))[0]:
-                    candidates[event_id] = (similarity, other_doc)
-            for j in np.flatnonzero(in_batch[i, :i] >= threshold):
-                similarity = float(in_batch[i, j])
-                event_id = batch_events[j]
-                if event_id is not None and similarity > candidates.get(event_id, (-2.0, ""))[0]:
-                    candidates[event_id] = (similarity, docs[j].doc_id)
-            best_event, best_mean = None, -2.0
-            for event_id in sorted(candidates):  # sorted: ties resolve the same way on every replay
-                event = self.events[event_id]
-                mean = float(vectors[i] @ event.vector_sum) / event.size
-                if mean > best_mean:
-                    best_event, best_mean = event_id, mean
-            if best_event is not None and best_mean >= threshold:
-                event_id = best_event
-                similarity, linked = candidates[best_event]
-                self.events[event_id].vector_sum += vectors[i]
-                self.events[event_id].size += 1
+            near = self._nearest(neighbours[i], [(float(in_batch[i, j]), docs[j].doc_id, given[j])
+                                                 for j in decided_rows])
+            event_id, similarity, linked = self._link(vectors[i], near, threshold)
+            if event_id is None:
+                event_id, similarity, linked = event_id_for(doc.doc_id), 1.0, doc.doc_id
+                self.table.found(event_id, vectors[i])
             else:
-                event_id, similarity, linked = founded, 1.0, doc.doc_id
-                self.events[event_id] = _Event(vectors[i].copy(), 1)
-            batch_events[i] = event_id
-            self.doc_events[doc.doc_id] = event_id
+                self.table.join(event_id, vectors[i])
+            decided += 1
+            if self.config.merge_events and linked != doc.doc_id:
+                event_id = self._merge_around(event_id, near, decided, now_ms, doc.model_version)
+            given[i] = by_doc[doc.doc_id] = self.doc_events[doc.doc_id] = event_id
+            decided_rows.append(i)
             new_members.setdefault(bucket_numbers[i], []).append(i)
             results.append(self._assignment(doc, event_id, similarity, linked, now_ms))
         for number, rows in new_members.items():
             self._add(number, vectors[rows], [docs[r].doc_id for r in rows])
         return results
 
+    def _nearest(self, indexed: list[tuple[float, str, str]],
+                 in_batch: list[tuple[float, str, str]]) -> list[tuple[float, str, str]]:
+        """The ``neighbours`` nearest of the window's and the batch's earlier documents: what a search would
+        return had the batch's documents arrived one at a time (so the batching changes no decision)."""
+        if not in_batch:
+            return indexed
+        return sorted(indexed + in_batch, key=lambda n: (-n[0], n[1]))[:self.config.neighbours]
+
+    def _link(self, vector: np.ndarray, near: list[tuple[float, str, str]],
+              threshold: float) -> tuple[str | None, float, str]:
+        """The story whose mean similarity is highest and at least ``threshold`` (candidates: stories with a
+        member at least that close); None when there is none. Returns (root id, similarity, linked doc)."""
+        candidates: dict[str, tuple[float, str]] = {}
+        for similarity, other_doc, event_id in near:
+            root = self.table.root(event_id)
+            if similarity >= threshold and similarity > candidates.get(root, (-2.0, ""))[0]:
+                candidates[root] = (similarity, other_doc)
+        best_event, best_mean = None, -2.0
+        for root in sorted(candidates):  # sorted: ties resolve the same way on every replay
+            mean = self.table.mean_similarity(vector, root)
+            if mean > best_mean:
+                best_event, best_mean = root, mean
+        if best_event is None or best_mean < threshold:
+            return None, 1.0, ""
+        return best_event, *candidates[best_event]
+
+    def _merge_around(self, event_id: str, near: list[tuple[float, str, str]], decided: int, now_ms: int,
+                      model_version: str) -> str:
+        """Merge ``event_id``'s story with its neighbours' while the best average link clears ``merge_at``."""
+        root = self.table.root(event_id)
+        others = {self.table.root(e) for _, _, e in near}
+        while True:
+            others.discard(root)
+            best, best_link = None, -2.0
+            for other in sorted(others):
+                link = self.table.link_similarity(root, other)
+                if link > best_link:
+                    best, best_link = other, link
+            if best is None or best_link < self.config.merge_at:
+                return root
+            merge = self.table.merge(root, best, now_ms, model_version)
+            self.last_merges.append((decided, merge))
+            others.discard(merge.event_id)
+            root = merge.into
+
     def _assignment(self, doc: EmbeddedDocument, event_id: str, similarity: float, linked: str,
                     now_ms: int) -> EventAssignment:
         return EventAssignment(
             doc_id=doc.doc_id, event_id=event_id, model_version=doc.model_version, similarity=round(similarity, 6),
             linked_doc_id=linked, title=doc.title, url=doc.url, lang=doc.lang, published_time=doc.published_time,
-            ingested_at_ms=doc.ingested_at_ms, assigned_at_ms=now_ms,
-            event_size=self.events[event_id].size if event_id in self.events else 1,
+            ingested_at_ms=doc.ingested_at_ms, assigned_at_ms=now_ms, event_size=max(1, self.table.size(event_id)),
         )
 
-    def restore(self, docs: list[EmbeddedDocument], event_ids: list[str], num_threads: int = -1) -> None:
-        """Put documents whose events are already decided back into the window, without deciding anything:
-        a restart rebuilding its window from what it emitted, or a benchmark filling one. Inserts run on
-        every core, since no decision depends on this batch's graph order."""
+    def restore(self, docs: list[EmbeddedDocument], event_ids: list[str],
+                merges: list[tuple[int, EventMerge]] = (), num_threads: int = -1) -> None:
+        """Put documents whose events are already decided back into the window, with the merges decided
+        among them (each after that many of the documents), without deciding anything: a restart replaying
+        its log, or a benchmark filling a window. Sums and centres are rebuilt in the order they were made, so
+        the restored window decides exactly as the one that crashed. Inserts run on every core, since no
+        decision depends on this batch's graph order."""
+        if not docs:
+            return
         with self._lock:
-            vectors = np.stack([np.asarray(d.vector, dtype=np.float32) for d in docs])
-            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-            bucket_numbers = [self._bucket_of(d) for d in docs]
-            self._advance_window(max(bucket_numbers))
+            new_rows = _first_unseen(docs, self.doc_events)
+            vectors, bucket_numbers = self._prepare(docs, new_rows)
+            pending = sorted(merges, key=lambda m: m[0])
             rows_by_bucket: dict[int, list[int]] = {}
-            for row, (doc, event_id) in enumerate(zip(docs, event_ids)):
-                if doc.doc_id in self.doc_events:
-                    continue
-                event = self.events.get(event_id)
-                if event is None:
-                    self.events[event_id] = _Event(vectors[row].copy(), 1)
-                else:
-                    event.vector_sum += vectors[row]
-                    event.size += 1
-                self.doc_events[doc.doc_id] = event_id
-                rows_by_bucket.setdefault(self._bucket_of(doc), []).append(row)
+            for decided, row in enumerate(new_rows, start=1):
+                doc = docs[row]
+                self.table.join(event_ids[row], vectors[row])
+                self.doc_events[doc.doc_id] = event_ids[row]
+                rows_by_bucket.setdefault(bucket_numbers[row], []).append(row)
+                while pending and pending[0][0] <= decided:
+                    merge = pending.pop(0)[1]
+                    self.table.merge(merge.event_id, merge.into, merge.at_ms, merge.model_version, merge.into)
+            for _, merge in pending:
+                self.table.merge(merge.event_id, merge.into, merge.at_ms, merge.model_version, merge.into)
             for number, rows in rows_by_bucket.items():
                 self._add(number, vectors[rows], [docs[r].doc_id for r in rows], num_threads)
 
@@ -284,44 +348,10 @@ class IncrementalClusterer:
             return self._assignment(doc, self.doc_events[doc.doc_id], 1.0, doc.doc_id,
                                     now_ms if now_ms is not None else int(time.time() * 1000))
 
-    # --- persistence ------------------------------------------------------------------------------------
-    def save(self, folder: Path) -> None:
-        """The whole window into ``folder`` (which must exist): hnswlib's index file, the event sums as .npy
-        and the bookkeeping as JSON. The caller makes it atomic (``pipeline.flow.state``)."""
+    def live_merges(self) -> list[EventMerge]:
+        """The merges of stories still in the window, in the order they were decided."""
         with self._lock:
-            self.index.save_index(str(folder / "index.bin"))
-            event_ids = list(self.events)
-            sums = (np.stack([self.events[e].vector_sum for e in event_ids]) if event_ids
-                    else np.zeros((0, self.config.dim), dtype=np.float32))
-            np.save(folder / "event_sums.npy", sums.astype(np.float32))
-            (folder / "clusterer.json").write_bytes(orjson.dumps({
-                "config": dataclasses.asdict(self.config),
-                "capacity": self.index.get_max_elements(),
-                "next_label": self.next_label,
-                "newest_bucket": self.newest_bucket,
-                "buckets": {str(n): labels for n, labels in self.buckets.items()},
-                "labels": list(self.label_docs), "label_docs": list(self.label_docs.values()),
-                "doc_events": self.doc_events,
-                "event_ids": event_ids, "event_sizes": [self.events[e].size for e in event_ids],
-            }))
-
-    @classmethod
-    def load(cls, folder: Path) -> "IncrementalClusterer":
-        state = orjson.loads((folder / "clusterer.json").read_bytes())
-        clusterer = cls(ClusterConfig(**state["config"]))
-        index = hnswlib.Index(space="ip", dim=clusterer.config.dim)
-        index.load_index(str(folder / "index.bin"), max_elements=state["capacity"], allow_replace_deleted=True)
-        index.set_ef(max(clusterer.config.hnsw_ef, clusterer.config.neighbours))
-        clusterer.index = index
-        clusterer.next_label = state["next_label"]
-        clusterer.newest_bucket = state["newest_bucket"]
-        clusterer.buckets = {int(n): labels for n, labels in state["buckets"].items()}
-        clusterer.label_docs = dict(zip(state["labels"], state["label_docs"]))
-        clusterer.doc_events = state["doc_events"]
-        sums = np.load(folder / "event_sums.npy")
-        clusterer.events = {e: _Event(sums[row].copy(), size)
-                            for row, (e, size) in enumerate(zip(state["event_ids"], state["event_sizes"]))}
-        return clusterer
+            return list(self.table.merge_records.values())
 
     # --- introspection ------------------------------------------------------------------------------------
     @property
@@ -329,4 +359,19 @@ class IncrementalClusterer:
         return len(self.label_docs)
 
     def event_sizes(self) -> dict[str, int]:
-        return {event_id: event.size for event_id, event in self.events.items()}
+        """Live stories (root ids) and their sizes."""
+        return {event_id: event.size for event_id, event in self.table.events.items()}
+
+    def story_of(self, event_id: str) -> str:
+        """The live story an event id belongs to now (itself unless it was merged)."""
+        return self.table.root(event_id)
+
+
+def _first_unseen(docs: list[EmbeddedDocument], seen: dict[str, str]) -> list[int]:
+    """Rows of documents not in ``seen``, each document's first occurrence only."""
+    rows, first = [], set()
+    for row, doc in enumerate(docs):
+        if doc.doc_id not in seen and doc.doc_id not in first:
+            first.add(doc.doc_id)
+            rows.append(row)
+    return rows

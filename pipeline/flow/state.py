@@ -41,7 +41,8 @@ import orjson
 
 from pipeline.files import fsync_dir as _fsync_dir, write_atomic
 from pipeline.flow.cluster import ClusterConfig, IncrementalClusterer
-from pipeline.records import EmbeddedDocument
+from pipeline.flow.window_files import load_window, save_window
+from pipeline.records import EmbeddedDocument, EventMerge
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,14 @@ class Decision:
 
     doc: EmbeddedDocument
     event_id: str
+
+
+@dataclass
+class MergeDecision:
+    """A merge of two events of a generation, decided after ``after`` of that generation's decisions of the batch."""
+
+    after: int
+    merge: EventMerge
 
 
 @dataclass
@@ -110,7 +119,7 @@ class ClusterStateStore:
             folder = self._snapshot_dir(self.sequence)
             meta = orjson.loads((folder / "state.json").read_bytes())
             for entry in meta["generations"]:
-                state.generations[entry["version"]] = IncrementalClusterer.load(folder / entry["folder"])
+                state.generations[entry["version"]] = load_window(folder / entry["folder"])
             state.offsets = meta["offsets"]
         wal = self._wal_path(self.sequence)
         if wal.exists():
@@ -147,16 +156,19 @@ class ClusterStateStore:
             if frame["version"] not in state.generations:
                 new_generation(frame["version"], ClusterConfig(**frame["config"]), state.generations)
             return
-        by_version: dict[str, tuple[list[EmbeddedDocument], list[str]]] = {}
+        by_version: dict[str, tuple[list[EmbeddedDocument], list[str], list]] = {}
         for entry in frame["decisions"]:
             doc = EmbeddedDocument.from_dict(entry["doc"])
-            docs, events = by_version.setdefault(doc.model_version, ([], []))
+            docs, events, _ = by_version.setdefault(doc.model_version, ([], [], []))
             docs.append(doc)
             events.append(entry["event_id"])
-        for version, (docs, events) in by_version.items():
+        for entry in frame.get("merges", []):
+            merge = EventMerge.from_dict(entry["merge"])
+            by_version.setdefault(merge.model_version, ([], [], []))[2].append((entry["after"], merge))
+        for version, (docs, events, merges) in by_version.items():
             generation = state.generations.get(version)
-            if generation is not None:  # else evicted since: the live stage dropped it too
-                generation.restore(docs, events)
+            if generation is not None and docs:  # else evicted since: the live stage dropped it too
+                generation.restore(docs, events, merges)
         state.offsets.update(frame["offsets"])
         state.logged_batches += 1
         state.logged_documents += len(frame["decisions"])
@@ -172,10 +184,12 @@ class ClusterStateStore:
         """A new generation (written with the batch that opens it, so it is on disk before its decisions)."""
         self._append({"type": "generation", "version": version, "config": dataclasses.asdict(config)})
 
-    def log_batch(self, decisions: list[Decision], offsets: dict[str, int]) -> None:
+    def log_batch(self, decisions: list[Decision], offsets: dict[str, int],
+                  merges: list[MergeDecision] = ()) -> None:
         """Append the batch and fsync: returns once the decisions survive a crash of this process or machine."""
         self._append({"type": "batch", "offsets": offsets,
-                      "decisions": [{"doc": _wal_doc(d.doc), "event_id": d.event_id} for d in decisions]})
+                      "decisions": [{"doc": _wal_doc(d.doc), "event_id": d.event_id} for d in decisions],
+                      "merges": [{"after": m.after, "merge": m.merge.to_dict()} for m in merges]})
         self._wal.flush()
         os.fsync(self._wal.fileno())
         self.logged_since_snapshot += len(decisions)
@@ -197,7 +211,7 @@ class ClusterStateStore:
         for number, (version, clusterer) in enumerate(generations.items()):
             sub = tmp / f"generation-{number}"
             sub.mkdir()
-            clusterer.save(sub)
+            save_window(clusterer, sub)
             entries.append({"version": version, "folder": sub.name})
         (tmp / "state.json").write_bytes(orjson.dumps({"generations": entries, "offsets": offsets,
                                                         "written_at": time.time()}))
@@ -245,6 +259,6 @@ class ClusterStateStore:
 
 
 def _wal_doc(doc: EmbeddedDocument) -> dict:
-    """What ``restore`` needs: the vector and the times that pick its bucket."""
+    """What ``restore`` needs: the vector, the times that pick its bucket and the language that picks its centre."""
     return {"doc_id": doc.doc_id, "model_version": doc.model_version, "published_time": doc.published_time,
-            "ingested_at_ms": doc.ingested_at_ms, "vector": doc.vector_b64}
+            "ingested_at_ms": doc.ingested_at_ms, "lang": doc.lang, "vector": doc.vector_b64}

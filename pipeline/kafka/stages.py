@@ -20,7 +20,7 @@ from pipeline.flow.cluster import ClusterConfig, IncrementalClusterer
 from pipeline.flow.embed import embed
 from pipeline.flow.parse import ParseError, document_from_json, parse_html
 from pipeline.flow.sources import FORMAT_DOCUMENT_JSON
-from pipeline.flow.state import ClusterStateStore, Decision, StateError
+from pipeline.flow.state import ClusterStateStore, Decision, MergeDecision, StateError
 from pipeline.models import cluster_threshold, ensure_model, folder_threshold, load_served_encoder
 from pipeline.records import HEADER_FORMAT, HEADER_SOURCE, DeadLetter, Document, EmbeddedDocument
 
@@ -132,7 +132,7 @@ class EmbedStage(Stage):
         return load_served_encoder(self.settings, folder)
 
     def _threshold(self, folder: Path | None) -> float | None:
-        return folder_threshold(folder)
+        return folder_threshold(folder, self.settings.centring)
 
     def switch_model(self, folder: str | Path) -> str:
         """Serve ``folder`` from the next batch on; returns the new model version. Raises if it cannot load
@@ -169,10 +169,7 @@ class EmbedStage(Stage):
 
 
 def cluster_config(settings: Settings, dim: int) -> ClusterConfig:
-    return ClusterConfig(dim=dim, threshold=cluster_threshold(settings), neighbours=settings.neighbours,
-                         bucket_hours=settings.bucket_hours, window_hours=settings.window_hours,
-                         hnsw_m=settings.hnsw_m, hnsw_ef_construction=settings.hnsw_ef_construction,
-                         hnsw_ef=settings.hnsw_ef)
+    return ClusterConfig(dim=dim, threshold=cluster_threshold(settings), **settings.cluster_options)
 
 
 class ClusterStage(Stage):
@@ -184,9 +181,12 @@ class ClusterStage(Stage):
     generation keeps that event, so a document embedded twice across a model switch (a redelivery) never gets
     a second event id.
 
-    With ``state_dir`` every batch's new decisions are logged durably before ``process`` returns them, and the
-    stage starts from what the folder holds (``pipeline.flow.state``): a restarted worker gives every document it
-    already decided the same event id.
+    With ``state_dir`` every batch's new decisions, merges included, are logged durably before ``process``
+    returns them, and the stage starts from what the folder holds (``pipeline.flow.state``): a restarted worker
+    gives every document it already decided the same event id. Merges go to the compacted ``merges_topic``,
+    keyed by the absorbed id; a restarted worker publishes the merges of its live window again with its first
+    batch, since a crash may have come between logging a merge and producing it (the same key and value again
+    change nothing on a compacted topic).
     """
 
     name = "cluster"
@@ -197,6 +197,7 @@ class ClusterStage(Stage):
         self.generations: dict[str, IncrementalClusterer] = {}  # model version → clusterer, oldest first
         self.offsets: dict[str, int] = {}  # "topic:partition" → last input offset decided
         self.store: ClusterStateStore | None = None
+        self.unconfirmed_merges: list[OutRecord] = []  # recovered merges, produced again with the first batch
         if state_dir is not None:
             self.store = ClusterStateStore(state_dir, settings.snapshot_every_docs, settings.snapshot_every_s)
             recovered = self.store.recover(self._add_generation)
@@ -205,6 +206,11 @@ class ClusterStage(Stage):
                         "%d live documents; input decided up to %s", self.store.folder, recovered.snapshot,
                         recovered.logged_batches, recovered.logged_documents, recovered.torn_bytes,
                         sum(g.live_documents for g in self.generations.values()), self.offsets or "nothing")
+            self.unconfirmed_merges = [self._merge_record(m) for g in self.generations.values()
+                                       for m in g.live_merges()]
+
+    def _merge_record(self, merge) -> OutRecord:
+        return OutRecord(self.settings.merges_topic, merge.event_id.encode(), merge.to_bytes())
 
     @property
     def clusterer(self) -> IncrementalClusterer | None:
@@ -232,7 +238,7 @@ class ClusterStage(Stage):
         return clusterer
 
     def process(self, batch: list[InRecord]) -> list[OutRecord]:
-        out: list[OutRecord] = []
+        out, self.unconfirmed_merges = self.unconfirmed_merges, []
         groups: dict[str, list[EmbeddedDocument]] = {}
         for record in batch:
             try:
@@ -253,6 +259,7 @@ class ClusterStage(Stage):
                 continue
             groups.setdefault(doc.model_version, []).append(doc)
         decisions: list[Decision] = []
+        merges: list[MergeDecision] = []
         try:
             for version, docs in groups.items():
                 generation = self.generations[version]
@@ -262,6 +269,9 @@ class ClusterStage(Stage):
                     if doc.doc_id in undecided and generation.doc_events.get(doc.doc_id) == assignment.event_id:
                         undecided.discard(doc.doc_id)  # once: a batch may carry a document twice
                         decisions.append(Decision(doc, assignment.event_id))
+                for after, merge in generation.last_merges:  # `after`: counted in this generation's decisions
+                    merges.append(MergeDecision(after, merge))
+                    out.append(self._merge_record(merge))
         finally:
             # Even when a later group fails: what is decided in memory is logged before anything is produced
             # (the record-by-record retry would emit it as already known).
@@ -270,7 +280,7 @@ class ClusterStage(Stage):
                 if record.offset > self.offsets.get(where, -1):
                     self.offsets[where] = record.offset
             if self.store is not None and decisions:
-                self.store.log_batch(decisions, self.offsets)
+                self.store.log_batch(decisions, self.offsets, merges)
         if self.store is not None and self.store.snapshot_due():
             self.store.snapshot(self.generations, self.offsets)
         return out

@@ -25,6 +25,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         # One partition: clustering is one sequential decision process over a shared index.
         TopicSpec(settings.vectors_topic, 1, "document vectors for the clusterer (orjson, base64 float32)", common),
         TopicSpec(settings.events_topic, settings.partitions, "(doc id → event id) assignments (orjson)", common),
+        # Compacted, keyed by the absorbed event id: the latest (only) merge of each id is what a reader needs.
+        TopicSpec(settings.merges_topic, 1, "event merges: absorbed event id → surviving id (orjson)",
+                  {**common, "cleanup.policy": "compact", "retention.ms": "-1"}),
         TopicSpec(settings.dlq_topic, 1, "dead letters: original record, stage, reason (orjson)", common),
         # Kept forever: a worker that starts reads it from the beginning to find the model to serve.
         TopicSpec(settings.control_topic, 1, "model promotions for the embed workers (JSON)",

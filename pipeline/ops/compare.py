@@ -32,7 +32,7 @@ def compare_encoders(settings: Settings, pairs_path: str, inputs: list[str], tea
     rows = []
     for (role, spec), timing in zip(specs, speed):
         folder = settings.teacher_dir if spec == "e5" else Path(spec)
-        threshold = settings.threshold or read_cluster_threshold(folder) or DEFAULT_THRESHOLD
+        threshold = settings.threshold or read_cluster_threshold(folder, settings.centring) or DEFAULT_THRESHOLD
         if role == "teacher" and teacher_labels:
             docs, _, _ = embedded_documents(inputs, labels_dir=teacher_labels, max_chars=settings.max_chars)
         elif role == "teacher" and skip_teacher_f1:

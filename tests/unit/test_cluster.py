@@ -23,6 +23,9 @@ def docs_for(vectors, prefix="d", hour=10, day="2019-11-08"):
 
 
 def make(threshold=0.9, **kw):
+    """Raw-space linking without merges: the window and linkage mechanics these tests are about
+    (centring and merges have their own tests in test_events.py)."""
+    kw = {"centring": "none", "merge_events": False} | kw
     return IncrementalClusterer(ClusterConfig(dim=DIM, threshold=threshold, **kw))
 
 
