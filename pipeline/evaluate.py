@@ -233,11 +233,12 @@ def embedded_documents(inputs: list[str], *, encoder=None, labels_dir: str | Non
     return out, stats, [d.doc_id for d in parsed if d.doc_id not in vectors]
 
 
-def threshold_sweep(pairs: list[LabelledPair], docs: list, modes: list[str],
-                    grid: list[float]) -> tuple[dict[str, list[EvalReport]], EvalReport]:
+def threshold_sweep(pairs: list[LabelledPair], docs: list, modes: list[str], grid: list[float],
+                    clustering: Mapping | None = None) -> tuple[dict[str, list[EvalReport]], EvalReport]:
     """Every mode at every threshold of ``grid``, and the best report of the last mode (the stream when both
-    run): on equal F1 the threshold nearest the grid's middle, which is the least fragile."""
-    rows = {mode: [evaluate(pairs, docs, mode, t) for t in grid] for mode in modes}
+    run): on equal F1 the threshold nearest the grid's middle, which is the least fragile. ``clustering``:
+    the space and rules the stream links by (centring, merges), which the threshold is tuned for."""
+    rows = {mode: [evaluate(pairs, docs, mode, t, clustering) for t in grid] for mode in modes}
     middle = float(np.median(grid))
     best = max(rows[modes[-1]], key=lambda r: (r.overall.f1, -abs(r.threshold - middle)))
     return rows, best

@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from pipeline.model_folder import write_cluster_threshold
+from pipeline.flow.centring import DEFAULT_CENTRING
 
 
 def build_tiny_bert(folder: Path, hidden: int = 32, seed: int = 0) -> Path:
@@ -50,6 +50,6 @@ def build_tiny_student(folder: Path, teacher_folder: Path, texts: list[str], enc
     StudentModel(config).save_pretrained(folder)
     (folder / "newsevents_encoder.json").write_text(json.dumps(
         {"name": f"tiny-student-{encoder}", "pooling": "student", "prefix": "passage: ", "normalize": True}))
-    # raw space: random weights put every text near one direction, and only a repost is this close to another
-    write_cluster_threshold(folder, 0.99999, tuned_on="test", centring="none")
+    (folder / "newsevents_cluster.json").write_text(json.dumps(  # 5 decimals: write_cluster_threshold keeps 4
+        {"threshold": 0.99999, "centring": DEFAULT_CENTRING, "tuned_on": "test"}))
     return folder

@@ -20,6 +20,7 @@ SETTING_HELP = {
     "merge_threshold": "average link at which two live events merge (0 = the clustering threshold)",
 }
 KAFKA_SETTINGS = ("bootstrap_servers", "raw_topic", "docs_topic", "vectors_topic", "events_topic", "dlq_topic",
+                  "merges_topic",
                   "partitions", "max_message_bytes", "max_html_bytes")
 
 

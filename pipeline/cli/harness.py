@@ -30,7 +30,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(text)
         print(f"\npublished {report['published']}, parsed {report['parsed']}, dead-lettered at parse "
               f"{report['dead_lettered']}, later {report['dead_lettered_after_parse']} {report['dead_letter_reasons'] or ''}, "
-              f"event records {report['events_emitted']} in {report['events']} events")
+              f"event records {report['events_emitted']} in {report['events']} stories ({report['merges']} merges)")
         print(f"{report['docs_per_s']} docs/s end to end; publish→event latency p50 {report['latency_p50_ms']:.0f} ms, "
               f"p95 {report['latency_p95_ms']:.0f} ms "
               f"({'offered ' + str(report['offered_rate']) + ' docs/s' if report['offered_rate'] else 'all published at once, so this includes queueing'}); "

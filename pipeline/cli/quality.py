@@ -42,7 +42,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     modes = ["batch", "stream"] if args.mode == "both" else [args.mode]
     if args.tune:
         grid = [round(float(x), 3) for x in np.arange(args.tune_from, args.tune_to + 1e-9, args.tune_step)]
-        rows, best = threshold_sweep(pairs, docs, modes, grid)
+        rows, best = threshold_sweep(pairs, docs, modes, grid, settings.cluster_options)
         if args.json:
             print(orjson.dumps({"grid": {m: [r.to_dict() for r in rs] for m, rs in rows.items()},
                                 "best": best.to_dict()}).decode())
@@ -54,18 +54,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.write_threshold:
             if args.labels is not None:
                 return fail("--write-threshold needs the model itself (--model-dir), not --labels")
-            write_cluster_threshold(ensure_model(settings), best.threshold, tuned_on=f"{args.pairs} ({best.mode})")
+            write_cluster_threshold(ensure_model(settings), best.threshold, tuned_on=f"{args.pairs} ({best.mode})",
+                                    centring=settings.centring)
             print(f"wrote cluster_threshold {best.threshold:.3f} to {ensure_model(settings)}", file=sys.stderr)
         return 0
     threshold = cluster_threshold(settings)
-    reports = [evaluate(pairs, docs, mode, threshold) for mode in modes]
+    reports = [evaluate(pairs, docs, mode, threshold, settings.cluster_options) for mode in modes]
     if args.json:
         out = reports[0].to_dict() if len(reports) == 1 else {r.mode: r.to_dict() for r in reports}
         out_extra = {"unparseable": stats.unparseable, "unreadable": stats.unreadable, "without_vector": len(unlabelled)}
         print(orjson.dumps({**out, **out_extra}).decode())
         return 0
     for report in reports:
-        print(f"\n{report.mode} clustering at similarity {report.threshold:.3f}, {report.documents} documents in "
+        print(f"\n{report.mode} clustering at similarity {report.threshold:.3f} ({settings.centring} centring), "
+              f"{report.documents} documents in "
               f"{report.clusters} clusters (average size {report.avg_cluster_size:.2f}), model {report.model_version}")
         print(_format_score("all", report.overall))
         for lang, score in sorted(report.by_lang.items(), key=lambda kv: -kv[1].pairs_scored):
@@ -124,8 +126,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"stream offered {row['offered_docs_per_s']:>5} docs/s: sustained {row['docs_per_s']:>5} docs/s, latency "
               f"p50 {row['latency_p50_ms']:.0f} ms, p95 {row['latency_p95_ms']:.0f} ms, p99 {row['latency_p99_ms']:.0f} ms")
     for row in report.get("clusterer", []):
-        print(f"clusterer window {row['window_docs']:>8} docs ({row['events']} events): "
-              f"{row['assign_docs_per_s']:>8.0f} docs/s, RSS {row['rss_mb']:.0f} MB")
+        print(f"clusterer {row['clusterer']:<40} window {row['window_docs']:>8} docs ({row['events']} events, "
+              f"{row['merges']} merges): {row['assign_docs_per_s']:>8.0f} docs/s, RSS {row['rss_mb']:.0f} MB "
+              f"(+{row['rss_growth_mb']:.0f})")
     print(f"report {out_dir / 'bench.json'}; plots {', '.join(report['plots'])}")
     return 0
 
@@ -148,11 +151,12 @@ def register(sub) -> None:
     p.add_argument("--min-confidence", type=int, default=0, help="only pairs labelled with at least this confidence")
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.add_argument("--tune", action="store_true", help="sweep the threshold and report the best")
-    p.add_argument("--tune-from", type=float, default=0.85)
-    p.add_argument("--tune-to", type=float, default=0.95)
-    p.add_argument("--tune-step", type=float, default=0.01)
+    p.add_argument("--tune-from", type=float, default=0.40, help="(thresholds are in the --centring space)")
+    p.add_argument("--tune-to", type=float, default=0.80)
+    p.add_argument("--tune-step", type=float, default=0.02)
     p.add_argument("--write-threshold", action="store_true", help="with --tune: store the best in the model folder")
-    add_settings(p, ("model_dir", "device", "quantize", "max_length", "max_chars", "threads", "threshold", "home"))
+    add_settings(p, ("model_dir", "device", "quantize", "max_length", "max_chars", "threads", "threshold", "home",
+                     "centring", "merge_events", "merge_threshold", "neighbours"))
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bench", help="encoder, stream and clusterer speed, side by side; JSON report and PNG plots")

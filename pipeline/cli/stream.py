@@ -97,21 +97,28 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_events(args: argparse.Namespace) -> int:
     from pipeline.kafka.reader import EventBook, decode, format_event, iter_records, make_reader
-    from pipeline.records import EventAssignment
+    from pipeline.records import EventAssignment, EventMerge
 
     settings = load_settings(args)
-    reader = make_reader(settings, [settings.events_topic])
+    reader = make_reader(settings, [settings.events_topic, settings.merges_topic])
     book = EventBook()
     try:
         for record in iter_records(reader, idle_timeout_s=None if args.follow else args.idle_timeout):
             item = decode(record)
+            if isinstance(item, EventMerge):
+                book.add_merge(item)
+                if args.json or args.follow:
+                    print(orjson.dumps(item.to_dict()).decode() if args.json
+                          else f"{item.event_id}  merged into {item.into}", flush=True)
+                continue
             if not isinstance(item, EventAssignment):
                 continue
             book.add(item)
             if args.json:
                 print(orjson.dumps(item.to_dict()).decode(), flush=True)
             elif args.follow:
-                size = sum(1 for a in book.by_doc.values() if a.event_id == item.event_id)
+                story = book.story(item.event_id)
+                size = sum(1 for a in book.by_doc.values() if book.story(a.event_id) == story)
                 print(f"{item.event_id}  size {size:>4}  {item.title[:100]}", flush=True)
     except KeyboardInterrupt:
         pass
@@ -119,7 +126,8 @@ def cmd_events(args: argparse.Namespace) -> int:
         reader.close()
     if not args.json and not args.follow:
         events = book.events()
-        print(f"{len(book.by_doc)} documents in {len(events)} events; the {min(args.top, len(events))} largest:")
+        print(f"{len(book.by_doc)} documents in {len(events)} stories ({len(book.merges)} merges); "
+              f"the {min(args.top, len(events))} largest:")
         for summary in events[:args.top]:
             print(format_event(summary))
     return 0

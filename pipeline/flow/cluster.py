@@ -118,19 +118,33 @@ class IncrementalClusterer:
         return self.table.merge_count
 
     # --- window -------------------------------------------------------------------------------------------
-    def _bucket_of(self, doc: EmbeddedDocument) -> int:
+    def _bucket_of(self, doc: EmbeddedDocument, newest: int | None = -1) -> int:
+        newest = self.newest_bucket if newest == -1 else newest
         epoch = document_epoch_s(doc)
         if epoch is None:
             # Undated: file it with the newest documents. Its ingest time would be "now", which for a replayed
             # crawl is years after everything else and would push the whole window out.
-            if self.newest_bucket is not None:
-                return self.newest_bucket
+            if newest is not None:
+                return newest
             epoch = doc.ingested_at_ms / 1000.0 if isinstance(doc.ingested_at_ms, int) else time.time()
         number = int(epoch // self.config.bucket_seconds)
-        if self.newest_bucket is not None:
+        if newest is not None:
             # Late documents go to the oldest live bucket rather than to one already dropped.
-            number = max(number, self.newest_bucket - self.config.window_buckets + 1)
+            number = max(number, newest - self.config.window_buckets + 1)
         return number
+
+    def _runs(self, docs: list[EmbeddedDocument]) -> list[list[EmbeddedDocument]]:
+        """The batch cut before each document that moves the window on: the window then advances exactly
+        where it would have had the documents come one at a time."""
+        runs: list[list[EmbeddedDocument]] = []
+        newest = self.newest_bucket
+        for doc in docs:
+            bucket = self._bucket_of(doc, newest)
+            if not runs or (newest is not None and bucket > newest):
+                runs.append([])
+            newest = bucket if newest is None else max(newest, bucket)
+            runs[-1].append(doc)
+        return runs
 
     def _new_index(self) -> hnswlib.Index:
         index = hnswlib.Index(space="ip", dim=self.config.dim)
@@ -205,7 +219,12 @@ class IncrementalClusterer:
             return []
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         with self._lock:
-            return self._assign_locked(docs, now_ms)
+            results: list[EventAssignment] = []
+            decided = 0  # new documents so far in this call: where each merge happened
+            for run in self._runs(docs):
+                run_results, decided = self._assign_locked(run, now_ms, decided)
+                results += run_results
+            return results
 
     def _known_event(self, doc: EmbeddedDocument, batch_events: dict[str, str]) -> str | None:
         """The event a redelivered document was given (it is not decided or indexed twice)."""
@@ -214,7 +233,8 @@ class IncrementalClusterer:
                 or (founded if founded in self.table else None)  # a founder whose own bucket has left the window
                 or batch_events.get(doc.doc_id))
 
-    def _assign_locked(self, docs: list[EmbeddedDocument], now_ms: int) -> list[EventAssignment]:
+    def _assign_locked(self, docs: list[EmbeddedDocument], now_ms: int,
+                       decided: int) -> tuple[list[EventAssignment], int]:
         new_rows = [i for i in _first_unseen(docs, self.doc_events)
                     if event_id_for(docs[i].doc_id) not in self.table]
         vectors, bucket_numbers = self._prepare(docs, new_rows)
@@ -225,7 +245,7 @@ class IncrementalClusterer:
         by_doc: dict[str, str] = {}
         results: list[EventAssignment] = []
         new_members: dict[int, list[int]] = {}
-        decided, decided_rows = 0, []
+        decided_rows = []
         for i, doc in enumerate(docs):
             known = self._known_event(doc, by_doc)
             if known is not None:
@@ -249,7 +269,7 @@ class IncrementalClusterer:
             results.append(self._assignment(doc, event_id, similarity, linked, now_ms))
         for number, rows in new_members.items():
             self._add(number, vectors[rows], [docs[r].doc_id for r in rows])
-        return results
+        return results, decided
 
     def _nearest(self, indexed: list[tuple[float, str, str]],
                  in_batch: list[tuple[float, str, str]]) -> list[tuple[float, str, str]]:
@@ -308,28 +328,31 @@ class IncrementalClusterer:
                 merges: list[tuple[int, EventMerge]] = (), num_threads: int = -1) -> None:
         """Put documents whose events are already decided back into the window, with the merges decided
         among them (each after that many of the documents), without deciding anything: a restart replaying
-        its log, or a benchmark filling a window. Sums and centres are rebuilt in the order they were made, so
-        the restored window decides exactly as the one that crashed. Inserts run on every core, since no
-        decision depends on this batch's graph order."""
+        its log (``num_threads=1``: the graph is then built exactly as the live one was, so later searches
+        agree), or a benchmark filling a window (every core). Window moves, sums and centres follow the order
+        they were made in, so the restored window decides exactly as the one that crashed."""
         if not docs:
             return
+        by_doc = dict(zip((d.doc_id for d in docs), event_ids))
+        pending = sorted(merges, key=lambda m: m[0])
+        decided = 0
         with self._lock:
-            new_rows = _first_unseen(docs, self.doc_events)
-            vectors, bucket_numbers = self._prepare(docs, new_rows)
-            pending = sorted(merges, key=lambda m: m[0])
-            rows_by_bucket: dict[int, list[int]] = {}
-            for decided, row in enumerate(new_rows, start=1):
-                doc = docs[row]
-                self.table.join(event_ids[row], vectors[row])
-                self.doc_events[doc.doc_id] = event_ids[row]
-                rows_by_bucket.setdefault(bucket_numbers[row], []).append(row)
-                while pending and pending[0][0] <= decided:
-                    merge = pending.pop(0)[1]
-                    self.table.merge(merge.event_id, merge.into, merge.at_ms, merge.model_version, merge.into)
+            for run in self._runs(docs):
+                new_rows = _first_unseen(run, self.doc_events)
+                vectors, bucket_numbers = self._prepare(run, new_rows)
+                rows_by_bucket: dict[int, list[int]] = {}
+                for row in new_rows:
+                    decided += 1
+                    self.table.join(by_doc[run[row].doc_id], vectors[row])
+                    self.doc_events[run[row].doc_id] = by_doc[run[row].doc_id]
+                    rows_by_bucket.setdefault(bucket_numbers[row], []).append(row)
+                    while pending and pending[0][0] <= decided:
+                        merge = pending.pop(0)[1]
+                        self.table.merge(merge.event_id, merge.into, merge.at_ms, merge.model_version, merge.into)
+                for number, rows in rows_by_bucket.items():
+                    self._add(number, vectors[rows], [run[r].doc_id for r in rows], num_threads)
             for _, merge in pending:
                 self.table.merge(merge.event_id, merge.into, merge.at_ms, merge.model_version, merge.into)
-            for number, rows in rows_by_bucket.items():
-                self._add(number, vectors[rows], [docs[r].doc_id for r in rows], num_threads)
 
     def _add(self, number: int, vectors: np.ndarray, doc_ids: list[str], num_threads: int = 1) -> None:
         labels = list(range(self.next_label, self.next_label + len(doc_ids)))

@@ -168,7 +168,7 @@ class ClusterStateStore:
         for version, (docs, events, merges) in by_version.items():
             generation = state.generations.get(version)
             if generation is not None and docs:  # else evicted since: the live stage dropped it too
-                generation.restore(docs, events, merges)
+                generation.restore(docs, events, merges, num_threads=1)  # the live graph, exactly
         state.offsets.update(frame["offsets"])
         state.logged_batches += 1
         state.logged_documents += len(frame["decisions"])

@@ -9,7 +9,7 @@ from typing import Callable, Iterator
 
 from pipeline.config import Settings
 from pipeline.kafka import clients
-from pipeline.records import DeadLetter, Document, EventAssignment
+from pipeline.records import DeadLetter, Document, EventAssignment, EventMerge
 
 
 def make_reader(settings: Settings, topics: list[str], from_beginning: bool = True):
@@ -32,8 +32,9 @@ def iter_records(consumer, idle_timeout_s: float | None, stop: Callable[[], bool
 
 @dataclass
 class EventSummary:
-    event_id: str
+    event_id: str  # the story's surviving id
     doc_ids: list[str] = field(default_factory=list)
+    merged_ids: set[str] = field(default_factory=set)  # ids its documents were given that merged into it
     titles: list[str] = field(default_factory=list)
     langs: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
@@ -43,16 +44,34 @@ class EventSummary:
 
     def to_dict(self, max_titles: int = 5) -> dict:
         return {"event_id": self.event_id, "size": self.size, "langs": dict(self.langs),
-                "titles": self.titles[:max_titles], "doc_ids": self.doc_ids}
+                "titles": self.titles[:max_titles], "doc_ids": self.doc_ids, "merged_ids": sorted(self.merged_ids)}
 
 
 class EventBook:
-    """The first event record per document (a redelivered duplicate is ignored, a different id is a conflict)."""
+    """The first event record per document (a redelivered duplicate is ignored, a different id is a conflict),
+    and the merges of ``news.event-merges``, through which any event id resolves to its story."""
 
     def __init__(self) -> None:
         self.by_doc: dict[str, EventAssignment] = {}
         self.conflicts: list[tuple[str, str, str]] = []  # (doc, first event, other event): must stay empty
         self.records = 0  # event records read, duplicates included
+        self.merges: dict[str, EventMerge] = {}  # absorbed id → its merge
+        self.merge_conflicts: list[tuple[str, str, str]] = []  # (absorbed, into, other into): must stay empty
+
+    def add_merge(self, merge: EventMerge) -> None:
+        previous = self.merges.get(merge.event_id)
+        if previous is not None and previous.into != merge.into:
+            self.merge_conflicts.append((merge.event_id, previous.into, merge.into))
+        if previous is None:
+            self.merges[merge.event_id] = merge
+
+    def story(self, event_id: str) -> str:
+        """The id an event id's story survives under (itself when it never merged)."""
+        seen = set()
+        while event_id in self.merges and event_id not in seen:
+            seen.add(event_id)
+            event_id = self.merges[event_id].into
+        return event_id
 
     def add(self, assignment: EventAssignment) -> None:
         self.records += 1
@@ -63,9 +82,13 @@ class EventBook:
             self.by_doc[assignment.doc_id] = assignment
 
     def events(self) -> list[EventSummary]:
+        """Stories, merged, largest first."""
         grouped: dict[str, EventSummary] = {}
         for a in self.by_doc.values():
-            summary = grouped.setdefault(a.event_id, EventSummary(a.event_id))
+            story = self.story(a.event_id)
+            summary = grouped.setdefault(story, EventSummary(story))
+            if a.event_id != story:
+                summary.merged_ids.add(a.event_id)
             summary.doc_ids.append(a.doc_id)
             summary.titles.append(a.title)
             summary.langs[a.lang] += 1
@@ -74,18 +97,21 @@ class EventBook:
 
 def format_event(summary: EventSummary, max_titles: int = 3) -> str:
     langs = ", ".join(f"{k}:{v}" for k, v in sorted(summary.langs.items(), key=lambda kv: -kv[1]))
-    lines = [f"{summary.event_id}  {summary.size} docs  [{langs}]"]
+    merged = f"  (merged from {len(summary.merged_ids)} more)" if summary.merged_ids else ""
+    lines = [f"{summary.event_id}  {summary.size} docs  [{langs}]{merged}"]
     lines += [f"    · {title[:110]}" for title in summary.titles[:max_titles]]
     return "\n".join(lines)
 
 
-def decode(record) -> EventAssignment | DeadLetter | Document | None:
+def decode(record) -> EventAssignment | EventMerge | DeadLetter | Document | None:
     """The record of any output topic, by the shape of its value (None for what is not ours)."""
     try:
         raw = record.value
         import orjson
 
         obj = orjson.loads(raw)
+        if obj.get("type") == "merge":
+            return EventMerge.from_dict(obj)
         if "event_id" in obj:
             return EventAssignment.from_dict(obj)
         if "stage" in obj and "reason" in obj:

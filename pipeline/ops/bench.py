@@ -112,16 +112,33 @@ class SyntheticStream:
         return docs, [f"ev-true-{c}" for c in which]
 
 
+CLUSTERER_VARIANTS = {"before (raw, no merges)": {"centring": "none", "merge_events": False},
+                      "after (the settings: centring, merges)": {}}
+
+
 def bench_clusterer(settings: Settings, sizes: list[int], dim: int, batch_size: int = 256,
-                    measured_docs: int = 5_000) -> list[dict]:
-    """Grow the window to each size; the last ``measured_docs`` before it (at most half) go through ``assign``,
-    the production path (search, decide, insert on one thread), and are timed. The rest of the window is filled
-    with ``restore``, the restart path (known events, inserts on every core): deciding a million documents one
-    batch at a time would take most of the run."""
+                    measured_docs: int = 5_000, variants: dict[str, dict] | None = None) -> list[dict]:
+    """Each variant of the clusterer in turn, on the same synthetic stream: grow the window to each size; the
+    last ``measured_docs`` before it (at most half) go through ``assign``, the production path (search, decide,
+    insert on one thread), and are timed. The rest of the window is filled with ``restore``, the restart path
+    (known events, inserts on every core): deciding a million documents one batch at a time would take most of
+    the run. Memory is the process's resident size; a later variant may reuse what an earlier one freed."""
+    import dataclasses
+    import gc
+
     from pipeline.flow.cluster import IncrementalClusterer
     from pipeline.kafka.stages import cluster_config
 
-    clusterer = IncrementalClusterer(cluster_config(settings, dim))
+    rows = []
+    for name, changes in (variants or CLUSTERER_VARIANTS).items():
+        gc.collect()
+        clusterer = IncrementalClusterer(dataclasses.replace(cluster_config(settings, dim), **changes))
+        rows += [{"clusterer": name, **row} for row in _grow(clusterer, sizes, dim, batch_size, measured_docs)]
+        del clusterer
+    return rows
+
+
+def _grow(clusterer, sizes: list[int], dim: int, batch_size: int, measured_docs: int) -> list[dict]:
     stream = SyntheticStream(max(sizes), dim)
     rows, done, base = [], 0, rss_mb()
     for size in sorted(sizes):
@@ -140,6 +157,7 @@ def bench_clusterer(settings: Settings, sizes: list[int], dim: int, batch_size: 
             done += len(docs)
         seconds = time.perf_counter() - started
         rows.append({"window_docs": clusterer.live_documents, "events": len(clusterer.events),
+                     "merges": clusterer.merge_count,
                      "assign_docs_per_s": round(measured / seconds, 1), "assign_batch": batch_size,
                      "measured_docs": measured, "fill_docs_per_s": round(filled / fill_seconds, 1) if filled else None,
                      "rss_mb": round(rss_mb(), 1), "rss_growth_mb": round(rss_mb() - base, 1)})
@@ -176,13 +194,17 @@ def plot_report(report: dict, out_dir: Path) -> list[str]:
         save(fig, "stream.png", "stream latency")
     if report.get("clusterer"):
         fig, ax = plt.subplots(figsize=(6, 4))
-        rows = report["clusterer"]
-        ax.plot([r["window_docs"] for r in rows], [r["assign_docs_per_s"] for r in rows], marker="o", color="C0")
+        twin = ax.twinx()
+        for number, name in enumerate(dict.fromkeys(r.get("clusterer", "") for r in report["clusterer"])):
+            rows = [r for r in report["clusterer"] if r.get("clusterer", "") == name]
+            ax.plot([r["window_docs"] for r in rows], [r["assign_docs_per_s"] for r in rows], marker="o",
+                    color=f"C{number}", label=f"{name}: docs/s")
+            twin.plot([r["window_docs"] for r in rows], [r["rss_growth_mb"] for r in rows], marker="s",
+                      linestyle="--", color=f"C{number}", label=f"{name}: memory")
         ax.set_xscale("log")
         ax.set_xlabel("documents in the window")
-        ax.set_ylabel("assign docs/s", color="C0")
-        twin = ax.twinx()
-        twin.plot([r["window_docs"] for r in rows], [r["rss_mb"] for r in rows], marker="s", color="C1")
-        twin.set_ylabel("resident memory (MB)", color="C1")
+        ax.set_ylabel("assign docs/s (solid)")
+        twin.set_ylabel("memory growth, MB (dashed)")
+        ax.legend(fontsize="x-small", loc="lower left")
         save(fig, "clusterer.png", "clusterer as the window grows")
     return paths

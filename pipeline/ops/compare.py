@@ -47,7 +47,7 @@ def compare_encoders(settings: Settings, pairs_path: str, inputs: list[str], tea
                "batch_size": timing["batch_size"], "threads": timing["threads"], "device": timing["device"],
                "speedup_vs_teacher": timing["speedup_vs_teacher"], "size_mb": folder_size_mib(folder)}
         for mode in ("stream", "batch") if docs else ():
-            score = evaluate(pairs, docs, mode, threshold).overall
+            score = evaluate(pairs, docs, mode, threshold, settings.cluster_options).overall
             row.update({f"{mode}_f1": round(score.f1, 4), f"{mode}_precision": round(score.precision, 4),
                         f"{mode}_recall": round(score.recall, 4)})
         rows.append(row)

@@ -25,7 +25,7 @@ from pipeline.models import ensure_model
 from pipeline.ops.broker import EmbeddedBroker
 from pipeline.ops.supervise import Workers
 from pipeline.plots import pyplot, save_figure
-from pipeline.records import DeadLetter, Document, EventAssignment
+from pipeline.records import DeadLetter, Document, EventAssignment, EventMerge
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # pipeline/ops/demo.py → the checkout
 DEFAULT_INPUT = REPO_ROOT.parent / "shared" / "data" / "contest_html" / "tgcontest_2019-11-08_2019-11-15.tar.gz"
@@ -53,6 +53,8 @@ class Accounting:
         item = decode(record)
         if isinstance(item, Document):
             self.parsed.add(item.doc_id)
+        elif isinstance(item, EventMerge):
+            self.book.add_merge(item)
         elif isinstance(item, EventAssignment):
             fresh = item.doc_id not in self.book.by_doc
             self.book.add(item)
@@ -92,7 +94,7 @@ def run_demo(settings: Settings, inputs: list[str] | None = None, limit: int | N
         ensure_topics(settings)
         with Workers(settings, list(STAGE_NAMES), log_dir=log_dir) as workers:
             reader = make_reader(settings, [settings.docs_topic, settings.vectors_topic, settings.events_topic,
-                                            settings.dlq_topic])
+                                            settings.merges_topic, settings.dlq_topic])
             if warm_up:
                 warm_up_pipeline(settings, reader, workers, stall_timeout_s)
             started = time.time()
@@ -191,7 +193,7 @@ def _report(summary, books: Accounting, started: float, finished_at: float, top:
             reasons[f"{letter.stage}:{letter.reason}"] = reasons.get(f"{letter.stage}:{letter.reason}", 0) + 1
     dead_at_parse = {k for k, letter in books.dead.items() if letter.stage == "parse"} & books.published
     plot = plot_event_sizes([e.size for e in events], log_dir / "event_sizes.png",
-                            f"{len(assignments)} documents in {len(events)} events")
+                            f"{len(assignments)} documents in {len(events)} stories")
     return {
         "published": summary.published,
         "skipped_at_publish": sum(summary.skipped.values()),
@@ -200,7 +202,8 @@ def _report(summary, books: Accounting, started: float, finished_at: float, top:
         "dead_lettered_after_parse": len((set(books.dead) & books.published) - dead_at_parse),
         "dead_letter_reasons": reasons,
         "events_emitted": len(assignments),
-        "events": len(events),
+        "events": len(events),  # stories: events that merged count once
+        "merges": len(books.book.merges),
         "conflicting_event_ids": len(books.book.conflicts),
         "docs_per_s": round(summary.published / elapsed, 2),
         "latency_p50_ms": float(np.percentile(latencies, 50)),

@@ -8,7 +8,10 @@ on its own, as systemd or Kubernetes would, and counts it. When everything publi
 
 * every published document has an event id or a dead letter with a reason (``lost`` = 0);
 * no document has two different event ids (``conflicting`` = 0);
-* duplicate records of the same (document, event) are allowed and counted: consumers dedupe by key.
+* duplicate records of the same (document, event) are allowed and counted: consumers dedupe by key;
+* every merge on ``news.event-merges`` names one survivor, and the event ids and merges are those of an
+  uninterrupted clusterer fed ``news.vectors`` in order (``differs_from_uninterrupted`` = 0): crashes, replays
+  and restarts changed no decision.
 
 The fault tests in ``tests/integration/test_faults.py`` run the same harness, shortened.
 """
@@ -75,13 +78,16 @@ class SoakReport:
     lost_at: dict[str, str] = field(default_factory=dict)  # lost key → the last topic that has it
     conflicting: list[tuple[str, str, str]] = field(default_factory=list)
     duplicate_event_records: int = 0
+    merges: int = 0
+    merge_conflicts: list[tuple[str, str, str]] = field(default_factory=list)
+    differs_from_uninterrupted: list[str] = field(default_factory=list)  # doc ids, and "merge:<id>" for merges
     seconds: float = 0.0
     broker_kill: bool = True
     logs: str = ""
 
     @property
     def ok(self) -> bool:
-        return not self.lost and not self.conflicting
+        return not self.lost and not self.conflicting and not self.merge_conflicts and not self.differs_from_uninterrupted
 
     def lines(self) -> list[str]:
         published = self.documents + self.bad_inputs
@@ -97,17 +103,23 @@ class SoakReport:
             f"{self.dead_lettered} dead-lettered "
             f"({', '.join(f'{r} {n}' for r, n in self.dead_letter_reasons.most_common(6))})",
             f"checked    lost = {len(self.lost)}, conflicting event ids = {len(self.conflicting)}, "
-            f"duplicate (doc, same event) records = {self.duplicate_event_records}",
+            f"duplicate (doc, same event) records = {self.duplicate_event_records}; {self.merges} merges, "
+            f"conflicting merges = {len(self.merge_conflicts)}; decisions unlike an uninterrupted run = "
+            f"{len(self.differs_from_uninterrupted)}",
             f"verdict    {'PASS' if self.ok else 'FAIL'}" + (f"; lost e.g. {self.lost[:5]}" if self.lost else "")
             + (f" (last seen: {Counter(self.lost_at.values()).most_common()})" if self.lost_at else "")
-            + (f"; conflicts e.g. {self.conflicting[:3]}" if self.conflicting else ""),
+            + (f"; conflicts e.g. {self.conflicting[:3]}" if self.conflicting else "")
+            + (f"; unlike uninterrupted e.g. {self.differs_from_uninterrupted[:5]}"
+               if self.differs_from_uninterrupted else ""),
             f"logs       {self.logs}",
         ]
 
     def to_dict(self) -> dict:
         raw = asdict(self)
         raw.update(lost=len(self.lost), conflicting=len(self.conflicting), lost_examples=self.lost[:20],
-                   conflict_examples=self.conflicting[:20], ok=self.ok)
+                   conflict_examples=self.conflicting[:20], merge_conflicts=len(self.merge_conflicts),
+                   differs_from_uninterrupted=len(self.differs_from_uninterrupted),
+                   differs_examples=self.differs_from_uninterrupted[:20], ok=self.ok)
         return raw
 
 
@@ -254,17 +266,19 @@ def run_soak(settings: Settings, plan: SoakPlan, inputs: list[str | Path], work_
                 raise SoakError(f"publishing failed: {publisher.error}") from publisher.error
             report.published_records = publisher.sent
             books = _settle(settings, [r[0] for r in records], plan.stall_timeout_s, supervise, progress)
+            differs = _unlike_uninterrupted(settings, books)
             lost = books.published - books.settled
             if lost:
                 report.lost_at = _trace(settings, lost)
             report.unstored_acks = publisher.unstored
     report.seconds = time.monotonic() - began
     _audit(report, books)
+    report.differs_from_uninterrupted = differs
     return report
 
 
 def _settle(settings: Settings, keys: list[str], stall_timeout_s: float, supervise, progress: bool) -> Accounting:
-    reader = make_reader(settings, [settings.events_topic, settings.dlq_topic])
+    reader = make_reader(settings, [settings.events_topic, settings.merges_topic, settings.dlq_topic])
     books = Accounting.empty(keys)
     bar = tqdm(total=len(keys), desc="settled", unit="doc", disable=not progress)
     last = time.monotonic()
@@ -307,6 +321,39 @@ def _audit(report: SoakReport, books: Accounting) -> None:
     report.conflicting = list(books.book.conflicts)
     report.events_records = books.book.records
     report.duplicate_event_records = books.book.records - len(books.book.by_doc)
+    report.merges = len(books.book.merges)
+    report.merge_conflicts = list(books.book.merge_conflicts)
+
+
+def _unlike_uninterrupted(settings: Settings, books: Accounting) -> list[str]:
+    """Feed ``news.vectors`` in order to a fresh cluster stage that never stops, and list every document whose
+    event id, and every merge whose survivor, differs from what the faulted stream published."""
+    from pipeline.kafka.stages import ClusterStage, InRecord
+    from pipeline.records import EventAssignment, EventMerge
+
+    stage, given, merged = ClusterStage(settings), {}, {}
+    reader = make_reader(settings, [settings.vectors_topic])
+    batch: list = []
+
+    def run_batch() -> None:
+        for out in stage.process(batch):
+            if out.topic == settings.events_topic:
+                given.setdefault(out.key.decode(), EventAssignment.from_bytes(out.value).event_id)
+            elif out.topic == settings.merges_topic:
+                merged.setdefault(out.key.decode(), EventMerge.from_bytes(out.value).into)
+        batch.clear()
+
+    for record in iter_records(reader, idle_timeout_s=3.0):
+        batch.append(InRecord(record.key, record.value, {}, record.timestamp, record.topic, record.partition,
+                              record.offset))
+        if len(batch) >= settings.cluster_batch_size:
+            run_batch()
+    run_batch()
+    reader.close()
+    differs = [d for d, a in books.book.by_doc.items() if d in given and given[d] != a.event_id]
+    streamed = {k: m.into for k, m in books.book.merges.items()}
+    differs += [f"merge:{k}" for k in sorted(set(streamed) | set(merged)) if streamed.get(k) != merged.get(k)]
+    return differs
 
 
 # --- backpressure ------------------------------------------------------------------------------------------

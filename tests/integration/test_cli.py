@@ -57,7 +57,7 @@ def test_demo_accounts_for_every_document(contest_docs, tiny_model_dir, tmp_path
             info.size = len(raw)
             tar.addfile(info, io.BytesIO(raw))
     result = newsevents("demo", "--input", str(archive), "--json", "--model-dir", str(tiny_model_dir),
-                        "--threshold", "0.99999", "--stall-timeout", "120")
+                        "--threshold", "0.99999", "--centring", "none", "--stall-timeout", "120")
     assert result.returncode == 0, result.stderr[-3000:]
     report = orjson.loads(result.stdout.strip().splitlines()[-1])
     assert report["published"] == 82
@@ -98,7 +98,7 @@ def test_events_command_summarises_the_events_topic(kafka_bootstrap):
 
     run = uuid.uuid4().hex[:8]
     settings = Settings(bootstrap_servers=kafka_bootstrap, raw_topic=f"{run}.raw", docs_topic=f"{run}.docs",
-                        vectors_topic=f"{run}.vectors", events_topic=f"{run}.events", dlq_topic=f"{run}.dlq")
+                        vectors_topic=f"{run}.vectors", events_topic=f"{run}.events", dlq_topic=f"{run}.dlq", merges_topic=f"{run}.merges")
     ensure_topics(settings)
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
     for doc, event, title in [("1", "ev-a", "Earthquake in Chile"), ("2", "ev-a", "Chile quake: 7.1"),
@@ -111,7 +111,7 @@ def test_events_command_summarises_the_events_topic(kafka_bootstrap):
     common = ["--bootstrap-servers", kafka_bootstrap, "--events-topic", settings.events_topic, "--idle-timeout", "2"]
     text = newsevents("events", *common)
     assert text.returncode == 0, text.stderr
-    assert "3 documents in 2 events" in text.stdout  # the redelivered record for doc 1 is not counted twice
+    assert "3 documents in 2 stories" in text.stdout  # the redelivered record for doc 1 is not counted twice
     assert text.stdout.index("ev-a  2 docs") < text.stdout.index("ev-b  1 docs")
     assert "Chile quake: 7.1" in text.stdout
     lines = newsevents("events", "--json", *common).stdout.strip().splitlines()

@@ -37,7 +37,7 @@ def crawl_with_pairs(contest_docs, tmp_path):
 def test_eval_reports_scores_coverage_and_breakdowns(contest_docs, tiny_model_dir, tmp_path):
     crawl, pairs = crawl_with_pairs(contest_docs, tmp_path)
     result = newsevents("eval", "--pairs", str(pairs), "--input", str(crawl), "--model-dir", str(tiny_model_dir),
-                        "--threshold", "0.99999", "--mode", "stream", "--json")
+                        "--threshold", "0.99999", "--centring", "none", "--mode", "stream", "--json")
     assert result.returncode == 0, result.stderr[-2000:]
     report = orjson.loads(result.stdout.strip().splitlines()[-1])
     assert report["pairs_scored"] == 3 and report["pairs_missing"] == 1
@@ -45,7 +45,8 @@ def test_eval_reports_scores_coverage_and_breakdowns(contest_docs, tiny_model_di
     assert report["f1"] == 1.0 and report["precision"] == 1.0 and report["recall"] == 1.0
     assert report["avg_cluster_size"] > 1.0 and set(report["by_lang"]) == {"ru", "en"}
     confident = newsevents("eval", "--pairs", str(pairs), "--input", str(crawl), "--model-dir", str(tiny_model_dir),
-                           "--threshold", "0.99999", "--mode", "batch", "--json", "--min-confidence", "3")
+                           "--threshold", "0.99999", "--centring", "none", "--mode", "batch", "--json",
+                           "--min-confidence", "3")
     assert orjson.loads(confident.stdout.strip().splitlines()[-1])["pairs_scored"] == 2
 
 
@@ -65,7 +66,8 @@ def test_eval_reads_dialogue_url_pairs_and_tunes_into_the_model(contest_docs, ti
                         "--write-threshold", "--mode", "stream")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "best (stream)" in result.stdout
-    assert json.loads((model / "newsevents_cluster.json").read_text())["threshold"] > 0
+    written = json.loads((model / "newsevents_cluster.json").read_text())
+    assert written["threshold"] > 0 and written["centring"] == "language"  # tuned in the space the stream links in
     assert model_version(model) == version  # a tuned threshold is not a new embedding space
     tuned = newsevents("eval", "--pairs", str(tmp_path / "dialogue.tsv"), "--input", str(crawl), "--model-dir",
                        str(model), "--tune", "--tune-from", "0.9", "--tune-to", "0.99", "--tune-step", "0.03",
