@@ -14,23 +14,36 @@ SETTING_HELP = {
     "device": "auto, cpu or cuda[:N]",
     "quantize": "'int8' for dynamic int8 on CPU",
     "threshold": "clustering threshold: mean cosine similarity to an event's members (0 = model default)",
+    "metrics_port": "serve /metrics and /healthz on this port (run: the first worker's; the next get +1, +2 ...); "
+                    "0 = off",
+    "shutdown_timeout_s": "SIGTERM: stop within this many seconds, broker or not (default 30)",
+    "log_format": "text or json (one JSON object per line)",
+    "verbose": "also show the Kafka client libraries' own log lines",
 }
+SERVICE_SETTINGS = ("log_format", "verbose")  # every command takes these
 KAFKA_SETTINGS = ("bootstrap_servers", "raw_topic", "docs_topic", "vectors_topic", "events_topic", "dlq_topic",
                   "partitions", "max_message_bytes", "max_html_bytes")
 
 
 def add_settings(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
     group = parser.add_argument_group("settings (also NEWSEVENTS_<NAME> environment variables or --config FILE)")
-    group.add_argument("--config", help="TOML file of settings (env NEWSEVENTS_CONFIG)")
+    if "--config" not in parser._option_string_actions:
+        group.add_argument("--config", help="TOML file of settings (env NEWSEVENTS_CONFIG)")
     for f in fields(Settings):
         if only is not None and f.name not in only:
             continue
-        kind = {"int": int, "float": float}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
+        type_name = f.type if isinstance(f.type, str) else f.type.__name__
         names = ["--" + f.name.replace("_", "-")]
+        if names[0] in parser._option_string_actions:
+            continue
+        help_text = SETTING_HELP.get(f.name, f"default {f.default!r}")
+        if type_name == "bool":
+            group.add_argument(*names, dest=f.name, action="store_true", default=None, help=help_text)
+            continue
         if f.name == "model_dir" and "--model" not in parser._option_string_actions:
             names.append("--model")  # the short spelling users reach for
-        group.add_argument(*names, dest=f.name, type=kind, default=None,
-                           help=SETTING_HELP.get(f.name, f"default {f.default!r}"))
+        group.add_argument(*names, dest=f.name, type={"int": int, "float": float}.get(type_name, str), default=None,
+                           help=help_text)
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
