@@ -25,7 +25,7 @@ from faust.types import TP
 
 from pipeline.config import Settings
 from pipeline.flow.state import StateError
-from pipeline.kafka.clients import faust_app_options
+from pipeline.kafka.clients import faust_app_options, wait_for_broker
 from pipeline.kafka.metrics import StageMetrics
 from pipeline.kafka.stages import STAGES, ClusterStage, InRecord, Stage
 from pipeline.lifecycle import ORPHAN_GRACE_S, ShutdownWatchdog, watch_supervisor
@@ -219,6 +219,7 @@ def run_worker(settings: Settings, stage_name: str, loglevel: str = "warning") -
     if settings.metrics_port:
         metrics.serve(settings.metrics_host, settings.metrics_port)
     log.warning("starting (pid %d)", os.getpid(), extra={"event": "start"})
+    wait_for_broker(settings, log)
     app = make_app(settings, stage_name, metrics=metrics)
     worker = ServiceWorker(app, watchdog, loglevel=loglevel, quiet=True, override_logging=False)
     worker.execute_from_commandline()
