@@ -54,22 +54,34 @@ def _free_ports(count: int) -> int:
 
 
 def _start_run(settings: Settings, log_dir: Path, *flags: str) -> tuple[subprocess.Popen, dict[str, int]]:
-    """``newsevents run`` with the settings in its environment; returns it and its workers' pids."""
+    """``newsevents run`` with the settings in its environment; returns it and its workers' pids (its children)."""
     out = open(log_dir / f"run-{time.monotonic_ns()}.out", "w+")
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--log-dir", str(log_dir), *flags],
                             env=settings_env(settings), stdout=out, stderr=subprocess.STDOUT, text=True)
+    proc.output = out
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        out.seek(0)
-        for line in out:
-            if line.startswith("running "):  # running parse (pid 1, :9500), embed (pid 2, ...), ...
-                pids = {part.split(" (pid ")[0].strip(): int(part.split(" (pid ")[1].split(",")[0].split(")")[0])
-                        for part in line[len("running "):].split(" against ")[0].split("), ")}
-                proc.output = out
-                return proc, pids
-        assert proc.poll() is None, f"run exited with {proc.returncode}"
-        time.sleep(0.2)
-    raise AssertionError("run did not start its workers")
+    try:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, f"run exited with {proc.returncode}"
+            out.seek(0)
+            if any(line.startswith("running ") for line in out):
+                return proc, _children(proc.pid)
+            time.sleep(0.2)
+        raise AssertionError("run did not start its workers")
+    except BaseException:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        raise
+
+
+def _children(pid: int) -> dict[str, int]:
+    """The stage of each child process of ``pid`` (``… pipeline.cli worker STAGE``) → its pid."""
+    found = {}
+    for child in open(f"/proc/{pid}/task/{pid}/children").read().split():
+        command = open(f"/proc/{child}/cmdline").read().split("\0")
+        if "worker" in command:
+            found[command[command.index("worker") + 1]] = int(child)
+    return found
 
 
 def _alive(pid: int) -> bool:
@@ -191,7 +203,10 @@ def test_kill_9_of_run_leaves_no_worker_alive_and_a_new_run_completes_the_stream
     killed_at = time.monotonic()
     while any(_alive(pid) for pid in pids.values()) and time.monotonic() - killed_at < 10:
         time.sleep(0.2)
-    assert [stage for stage, pid in pids.items() if _alive(pid)] == [], "workers outlived their supervisor"
+    orphans = [stage for stage, pid in pids.items() if _alive(pid)]
+    for stage in orphans:
+        os.kill(pids[stage], signal.SIGKILL)  # not to leave them running when this fails
+    assert len(pids) == 3 and orphans == [], "workers outlived their supervisor"
 
     again, _ = _start_run(settings, tmp_path)  # the state folder's lock is free: the cluster worker starts
     try:
