@@ -17,6 +17,7 @@ from pipeline.flow.centring import CENTRING_MODES
 from pipeline.flow.cluster import ClusterConfig
 
 ENV_PREFIX = "NEWSEVENTS_"
+LOG_FORMATS = ("text", "json")
 
 
 def default_home() -> Path:
@@ -68,6 +69,14 @@ class Settings:
     cluster_state_dir: str = ""  # snapshots + write-ahead log; empty: <home>/state/<group_prefix>-cluster
     snapshot_every_docs: int = 50_000  # new decisions between snapshots (the log replays at most this many)
     snapshot_every_s: float = 300.0
+    # running it as a service (README, *Running it as a service*)
+    shutdown_timeout_s: float = 30.0  # SIGTERM → exit within this, broker or not; then `run` sends SIGKILL
+    restart_limit: int = 5  # `run` gives up on a worker that exits more often than this ...
+    restart_window_s: float = 300.0  # ... within this many seconds (a crash loop)
+    metrics_port: int = 0  # a worker's /metrics and /healthz; `run`: the first worker's, the next get +1, +2 ...; 0: off
+    metrics_host: str = "127.0.0.1"  # 0.0.0.0 in a container
+    log_format: str = "text"  # or "json": one object per line
+    verbose: bool = False  # the Kafka client libraries' own logs too
     # local state
     home: str = str(default_home())
 
@@ -127,7 +136,10 @@ class Settings:
             if key in environ:
                 values[f.name] = _coerce(f.type, environ[key], key)
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        return cls(**values)
+        settings = cls(**values)
+        if settings.log_format not in LOG_FORMATS:
+            raise ValueError(f"log_format {settings.log_format!r}: use one of {', '.join(LOG_FORMATS)}")
+        return settings
 
 
 def _coerce(type_name: Any, raw: str, where: str) -> Any:

@@ -18,7 +18,13 @@ SETTING_HELP = {
     "centring": "none, global or language: the mean subtracted before linking (a running mean over the window)",
     "merge_events": "true/false: merge two live events whose average link reaches merge_threshold",
     "merge_threshold": "average link at which two live events merge (0 = the clustering threshold)",
+    "metrics_port": "serve /metrics and /healthz on this port (run: the first worker's; the next get +1, +2 ...); "
+                    "0 = off",
+    "shutdown_timeout_s": "SIGTERM: stop within this many seconds, broker or not (default 30)",
+    "log_format": "text or json (one JSON object per line)",
+    "verbose": "also show the Kafka client libraries' own log lines",
 }
+SERVICE_SETTINGS = ("log_format", "verbose")  # every command takes these
 KAFKA_SETTINGS = ("bootstrap_servers", "raw_topic", "docs_topic", "vectors_topic", "events_topic", "dlq_topic",
                   "merges_topic",
                   "partitions", "max_message_bytes", "max_html_bytes")
@@ -26,17 +32,23 @@ KAFKA_SETTINGS = ("bootstrap_servers", "raw_topic", "docs_topic", "vectors_topic
 
 def add_settings(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
     group = parser.add_argument_group("settings (also NEWSEVENTS_<NAME> environment variables or --config FILE)")
-    group.add_argument("--config", help="TOML file of settings (env NEWSEVENTS_CONFIG)")
+    if "--config" not in parser._option_string_actions:
+        group.add_argument("--config", help="TOML file of settings (env NEWSEVENTS_CONFIG)")
     for f in fields(Settings):
         if only is not None and f.name not in only:
             continue
-        kind = {"int": int, "float": float, "bool": _flag_bool}.get(
-            f.type if isinstance(f.type, str) else f.type.__name__, str)
+        type_name = f.type if isinstance(f.type, str) else f.type.__name__
         names = ["--" + f.name.replace("_", "-")]
+        if names[0] in parser._option_string_actions:
+            continue
+        help_text = SETTING_HELP.get(f.name, f"default {f.default!r}")
+        if type_name == "bool" and not f.default:  # off by default: a switch
+            group.add_argument(*names, dest=f.name, action="store_true", default=None, help=help_text)
+            continue
         if f.name == "model_dir" and "--model" not in parser._option_string_actions:
             names.append("--model")  # the short spelling users reach for
-        group.add_argument(*names, dest=f.name, type=kind, default=None,
-                           help=SETTING_HELP.get(f.name, f"default {f.default!r}"))
+        kind = {"int": int, "float": float, "bool": _flag_bool}.get(type_name, str)  # on by default: true/false
+        group.add_argument(*names, dest=f.name, type=kind, default=None, help=help_text)
 
 
 def _flag_bool(raw: str) -> bool:

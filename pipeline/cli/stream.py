@@ -38,17 +38,28 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
+    from pipeline.kafka.clients import require_broker
     from pipeline.kafka.topics import ensure_topics
 
-    for line in ensure_topics(load_settings(args)):
+    settings = load_settings(args)
+    require_broker(settings)
+    for line in ensure_topics(settings):
         print(line)
     return 0
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline.kafka.clients import require_broker
     from pipeline.kafka.publish import publish
 
-    summary = publish(load_settings(args), args.paths, crawl=args.crawl, limit=args.limit, progress=not args.quiet,
+    missing = [path for path in args.paths if not Path(path).exists()]
+    if len(missing) == len(args.paths):  # local inputs first: nothing to publish, no broker needed to say so
+        return fail("; ".join(f"{path}: no such file or directory" for path in missing), 1)
+    settings = load_settings(args)
+    require_broker(settings)
+    summary = publish(settings, args.paths, crawl=args.crawl, limit=args.limit, progress=not args.quiet,
                       rate=args.rate)
     for problem in summary.problems[:50]:
         print(f"skipped {problem}", file=sys.stderr)
@@ -67,9 +78,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.kafka.clients import BrokerUnavailable, require_broker
     from pipeline.kafka.stages import STAGES
     from pipeline.models import ensure_model
-    from pipeline.ops.supervise import Workers
+    from pipeline.ops.supervise import CrashLoop, Workers, run_supervised
 
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = [s for s in stages if s not in STAGES]
@@ -78,20 +90,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     if "embed" in stages:
         ensure_model(settings)
-    workers = Workers(settings, stages, log_dir=args.log_dir, replicas=args.replicas).start()
-    print(f"running {', '.join(workers.processes)} against {settings.bootstrap_servers}; Ctrl-C stops", flush=True)
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     try:
-        while not stop:
-            dead = workers.dead()
-            if dead:
-                workers.stop()
-                return fail(f"worker(s) exited: {dead}", 1)
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    workers.stop()
+        require_broker(settings, timeout_s=1.0)
+    except BrokerUnavailable as err:  # workers wait for it and reconnect: a note, not an error
+        print(f"newsevents: note: {str(err).split(';')[0]}; the workers will keep trying", file=sys.stderr)
+    stop: list[str] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):  # both: stop every worker within the grace period
+        signal.signal(signum, lambda n, _frame: stop.append(signal.Signals(n).name))
+    workers = Workers(settings, stages, log_dir=args.log_dir, replicas=args.replicas).start()
+    described = ", ".join(f"{name} (pid {proc.pid}" + (f", :{workers.children[name].port}" if
+                                                        workers.children[name].port else "") + ")"
+                          for name, proc in workers.processes.items())
+    print(f"running {described} against {settings.bootstrap_servers}; Ctrl-C stops", flush=True)
+    try:
+        run_supervised(workers, lambda: bool(stop), lambda line: print(line, flush=True))
+    except CrashLoop as err:
+        return fail(str(err), 1)
+    print(f"stopped every worker ({stop[0] if stop else 'done'})", flush=True)
     return 0
 
 
@@ -99,7 +114,10 @@ def cmd_events(args: argparse.Namespace) -> int:
     from pipeline.kafka.reader import EventBook, decode, format_event, iter_records, make_reader
     from pipeline.records import EventAssignment, EventMerge
 
+    from pipeline.kafka.clients import require_broker
+
     settings = load_settings(args)
+    require_broker(settings)
     reader = make_reader(settings, [settings.events_topic, settings.merges_topic])
     book = EventBook()
     try:

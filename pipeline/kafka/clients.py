@@ -13,11 +13,66 @@ broker; see the README's *Environment notes*):
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 
 from pipeline.config import Settings
 
 SIZE_MARGIN = 64 * 1024  # room over max_message_bytes for record and batch headers
+BROKER_CHECK_S = 8.0  # a command that needs the broker gives up after this long (workers wait instead)
+
+
+class BrokerUnavailable(RuntimeError):
+    """No broker answers at the configured address: the message names it and the fix, on one line."""
+
+
+def broker_unavailable(settings: Settings, why: str) -> BrokerUnavailable:
+    return BrokerUnavailable(
+        f"no Kafka broker answers at {settings.bootstrap_servers} ({why}); start one with `newsevents broker`, or "
+        "point KAFKA_BOOTSTRAP_SERVERS (or --bootstrap-servers) at yours")
+
+
+def _probe(settings: Settings) -> str | None:
+    """None when a bootstrap server accepts a TCP connection, else why none did."""
+    why = "no bootstrap server given"
+    for server in settings.bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        if not port.isdigit():
+            raise broker_unavailable(settings, f"{server.strip()!r} is not host:port")
+        try:
+            with socket.create_connection((host or "127.0.0.1", int(port)), timeout=2.0):
+                return None
+        except OSError as err:
+            why = (err.strerror or str(err) or type(err).__name__).lower()
+    return why
+
+
+def require_broker(settings: Settings, timeout_s: float = BROKER_CHECK_S) -> None:
+    """Return once a bootstrap server accepts a TCP connection; raise ``BrokerUnavailable`` after ``timeout_s``.
+
+    A plain connect, before any client is built: kafka-python would log every retry and time out after 30-60 s."""
+    deadline = time.monotonic() + timeout_s
+    while (why := _probe(settings)) is not None:
+        if time.monotonic() + 0.5 > deadline:
+            raise broker_unavailable(settings, why)
+        time.sleep(0.5)
+
+
+def wait_for_broker(settings: Settings, log, first_s: float = 0.5, max_s: float = 30.0) -> None:
+    """A worker's start-up: wait, with exponential backoff, until the broker answers (faust's clients give up
+    at once when they cannot bootstrap). SIGTERM meanwhile ends the process, as nothing has started."""
+    delay, waited = first_s, 0.0
+    while (why := _probe(settings)) is not None:
+        if waited == 0.0:
+            log.warning("no broker at %s yet (%s); retrying with backoff up to %.0fs", settings.bootstrap_servers,
+                        why, max_s, extra={"event": "waiting-for-broker"})
+        time.sleep(delay)
+        waited += delay
+        delay = min(2 * delay, max_s)
+    if waited:
+        log.warning("broker at %s answers after %.0fs", settings.bootstrap_servers, waited,
+                    extra={"event": "broker-back"})
 
 
 def max_request_bytes(settings: Settings) -> int:
@@ -54,6 +109,7 @@ def reader(settings: Settings, topics: list[str], from_beginning: bool = True):
 
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, client_id="newsevents-reader",
                              enable_auto_commit=False, auto_offset_reset="earliest",
+                             reconnect_backoff_ms=100, reconnect_backoff_max_ms=10_000,  # exponential, capped
                              max_partition_fetch_bytes=max_request_bytes(settings),
                              fetch_max_bytes=64 * 1024 * 1024)
     partitions = []

@@ -15,15 +15,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import faust
+from faust.types import TP
 
 from pipeline.config import Settings
 from pipeline.flow.state import StateError
-from pipeline.kafka.clients import faust_app_options
+from pipeline.kafka.clients import faust_app_options, wait_for_broker
+from pipeline.kafka.metrics import StageMetrics
 from pipeline.kafka.stages import STAGES, ClusterStage, InRecord, Stage
+from pipeline.lifecycle import ORPHAN_GRACE_S, ShutdownWatchdog, watch_supervisor
+from pipeline.logs import configure_logging
+
+LAG_REFRESH_S = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +50,8 @@ def _headers(event) -> dict[str, bytes]:
     return {k: (v if isinstance(v, bytes) else str(v).encode()) for k, v in items}
 
 
-def make_app(settings: Settings, stage_name: str, stage: Stage | None = None) -> faust.App:
+def make_app(settings: Settings, stage_name: str, stage: Stage | None = None,
+             metrics: StageMetrics | None = None) -> faust.App:
     if stage_name not in STAGES:
         raise ValueError(f"unknown stage {stage_name!r}; stages are {', '.join(STAGES)}")
     source_name, batch_size, within = _stage_batching(settings, stage_name)
@@ -53,6 +62,7 @@ def make_app(settings: Settings, stage_name: str, stage: Stage | None = None) ->
     outputs: dict[str, faust.TopicT] = {}
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{stage_name}-stage")
     holder: dict[str, Stage] = {}
+    metrics = metrics or StageMetrics(stage_name, settings.dlq_topic)
 
     def get_stage() -> Stage:
         if "stage" not in holder:
@@ -64,6 +74,7 @@ def make_app(settings: Settings, stage_name: str, stage: Stage | None = None) ->
                 holder["stage"] = ClusterStage(settings, state_dir=settings.cluster_state_path)
             else:
                 holder["stage"] = STAGES[stage_name](settings)
+            metrics.stage_loaded(holder["stage"])
         return holder["stage"]
 
     @app.on_before_shutdown.connect
@@ -77,9 +88,18 @@ def make_app(settings: Settings, stage_name: str, stage: Stage | None = None) ->
         # Load the model before the first batch arrives, off the event loop.
         await asyncio.get_running_loop().run_in_executor(executor, get_stage)
 
+    @app.on_partitions_assigned.connect
+    async def joined(app, assigned, **kwargs) -> None:
+        metrics.group_joined()
+
+    @app.timer(LAG_REFRESH_S)
+    async def refresh_lag() -> None:
+        metrics.refresh_lag(lambda topic, partition: _highwater(app, topic, partition))
+
     async def run(stream) -> None:
         loop = asyncio.get_running_loop()
         async for events in stream.take_events(batch_size, within=within):
+            started = time.perf_counter()
             batch = [InRecord(e.key, e.value, _headers(e), e.message.timestamp and int(e.message.timestamp * 1000),
                               e.message.topic, e.message.partition, e.message.offset)
                      for e in events]
@@ -92,9 +112,20 @@ def make_app(settings: Settings, stage_name: str, stage: Stage | None = None) ->
                 log.critical("%s: state failure; exiting without committing this batch", stage_name, exc_info=True)
                 os._exit(70)
             await send_stored(app, outputs, results, stage_name)  # on the broker before take_events acks
+            metrics.observe_batch(batch, results, time.perf_counter() - started)
+            metrics.observe_stage(current)
+            metrics.refresh_lag(lambda topic, partition: _highwater(app, topic, partition))
 
     app.agent(source, name=f"{stage_name}-agent")(run)
     return app
+
+
+def _highwater(app: faust.App, topic: str, partition: int) -> int | None:
+    """The high watermark from the last fetch response (tansu's ``end_offsets`` is wrong: not used)."""
+    try:
+        return app.consumer.highwater(TP(topic, partition))
+    except Exception:  # not assigned (any more), or no fetch yet
+        return None
 
 
 async def send_stored(app: faust.App, outputs: dict, results: list, stage_name: str, attempts: int = 10) -> None:
@@ -158,8 +189,37 @@ def embed_stage_following_promotions(settings: Settings, executor: ThreadPoolExe
     return holder["stage"]
 
 
+class ServiceWorker(faust.Worker):
+    """faust's worker whose graceful stop is bounded: the first SIGTERM/SIGINT arms the shutdown watchdog."""
+
+    def __init__(self, app: faust.App, watchdog: ShutdownWatchdog, **kwargs):
+        super().__init__(app, **kwargs)
+        self.watchdog = watchdog
+
+    def _schedule_shutdown(self, signal: signal.Signals) -> None:
+        self.watchdog.arm(reason=f"the graceful stop on {signal.name}")
+        if not self._signal_stop_time:
+            log.warning("%s: stopping within %.0fs", signal.name, self.watchdog.deadline - time.monotonic(),
+                        extra={"event": "shutdown"})
+        super()._schedule_shutdown(signal)
+
+
 def run_worker(settings: Settings, stage_name: str, loglevel: str = "warning") -> None:
-    """Run one stage until SIGTERM/SIGINT (faust finishes the batch in hand, flushes and commits)."""
-    app = make_app(settings, stage_name)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    """Run one stage until SIGTERM/SIGINT (faust finishes the batch in hand, flushes and commits), within
+    ``shutdown_timeout_s``; under a supervisor, also until the supervisor's process is gone."""
+    configure_logging(settings.log_format, settings.verbose, loglevel.upper(), stage=stage_name)
+    watchdog = ShutdownWatchdog(settings.shutdown_timeout_s)
+
+    def orphaned() -> None:
+        watchdog.arm(min(ORPHAN_GRACE_S, settings.shutdown_timeout_s), "the orphaned worker's stop")
+        os.kill(os.getpid(), signal.SIGTERM)  # the same graceful stop, on a shorter clock
+
+    watch_supervisor(orphaned)
+    metrics = StageMetrics(stage_name, settings.dlq_topic)
+    if settings.metrics_port:
+        metrics.serve(settings.metrics_host, settings.metrics_port)
+    log.warning("starting (pid %d)", os.getpid(), extra={"event": "start"})
+    wait_for_broker(settings, log)
+    app = make_app(settings, stage_name, metrics=metrics)
+    worker = ServiceWorker(app, watchdog, loglevel=loglevel, quiet=True, override_logging=False)
     worker.execute_from_commandline()
