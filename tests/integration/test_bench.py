@@ -24,8 +24,14 @@ def test_bench_encoders_and_clusterer(tiny_model_dir, contest_tar, tmp_path):
     for (spec, batch), row in rows.items():  # each speed-up is over the reference at the same batch size
         assert row["speedup_vs_teacher"] == round(row["docs_per_s"] / rows[(teacher, batch)]["docs_per_s"], 1)
     assert rows[(teacher, 1)]["speedup_vs_teacher"] == 1.0 and rows[("use", 8)]["precision"] == "fp32"
-    assert [r["window_docs"] for r in report["clusterer"]] == [300, 900]
-    assert all(r["assign_docs_per_s"] > 0 and r["rss_mb"] > 0 for r in report["clusterer"])
-    assert [r["measured_docs"] for r in report["clusterer"]] == [150, 300]  # half of each step is assigned
+    # before (raw linking, no merges) and after (the settings: centring and merges), in one run
+    variants = list(dict.fromkeys(r["clusterer"] for r in report["clusterer"]))
+    assert len(variants) == 2 and variants[0].startswith("before")
+    for variant in variants:
+        rows_of = [r for r in report["clusterer"] if r["clusterer"] == variant]
+        assert [r["window_docs"] for r in rows_of] == [300, 900]
+        assert all(r["assign_docs_per_s"] > 0 and r["rss_mb"] > 0 for r in rows_of)
+        assert [r["measured_docs"] for r in rows_of] == [150, 300]  # half of each step is assigned
+    assert all(r["merges"] == 0 for r in report["clusterer"] if r["clusterer"] == variants[0])
     assert sorted(p.rsplit("/", 1)[1] for p in report["plots"]) == ["clusterer.png", "encoders.png"]
     assert (tmp_path / "bench.json").exists()
