@@ -154,3 +154,20 @@ def test_merges_are_logged_replayed_after_a_crash_and_published_again(tmp_path):
     after, merged_after = run(second, stream[-3:])  # redelivered from the committed offset, plus the last one
     assert list(merged_after.values()) == [logged]  # published again, the same record: the crash may have lost it
     assert {**before, **after} == reference
+
+
+def test_translations_of_one_story_still_link_across_languages():
+    """Each language has its own offset; a story told in two languages is the same content plus each offset.
+    Centring per language removes the offsets, so the two tellings link (they would not if centring left them)."""
+    rng = np.random.default_rng(13)
+    offsets = {lang: 1.5 * unit(rng.standard_normal(DIM)) for lang in ("ru", "en")}
+    docs = []
+    for i in range(40):
+        story = unit(rng.standard_normal(DIM))
+        for lang in ("ru", "en"):
+            docs.append(doc(f"{lang}{i}", offsets[lang] + story + 0.05 * rng.standard_normal(DIM), lang=lang))
+    clusterer = IncrementalClusterer(ClusterConfig(dim=DIM, threshold=0.6))
+    stories = {a.doc_id: clusterer.story_of(a.event_id) for a in clusterer.assign(docs)}
+    linked = sum(stories[f"ru{i}"] == stories[f"en{i}"] for i in range(40))
+    apart = len({stories[f"ru{i}"] for i in range(40)})
+    assert linked >= 36 and apart >= 36  # each story's two tellings together, the stories apart
