@@ -61,7 +61,7 @@ class Settings:
     hnsw_m: int = ClusterConfig.hnsw_m
     hnsw_ef_construction: int = ClusterConfig.hnsw_ef_construction
     hnsw_ef: int = ClusterConfig.hnsw_ef
-    centring: str = ClusterConfig.centring  # none | global | language: the space the stream links in
+    centring: str = ""  # none | global | language: the space the stream links in ("": the model's own, else language)
     merge_events: bool = ClusterConfig.merge_events
     merge_threshold: float = 0.0  # average link at which two live events merge; 0: the cluster threshold
     cluster_batch_size: int = 256
@@ -81,7 +81,7 @@ class Settings:
     home: str = str(default_home())
 
     def __post_init__(self) -> None:
-        if self.centring not in CENTRING_MODES:
+        if self.centring and self.centring not in CENTRING_MODES:
             raise ValueError(f"centring must be one of {', '.join(CENTRING_MODES)}, not {self.centring!r}")
 
     @property
@@ -89,7 +89,7 @@ class Settings:
         """The ClusterConfig fields these settings choose, threshold and dimension apart."""
         return {"neighbours": self.neighbours, "bucket_hours": self.bucket_hours, "window_hours": self.window_hours,
                 "hnsw_m": self.hnsw_m, "hnsw_ef_construction": self.hnsw_ef_construction, "hnsw_ef": self.hnsw_ef,
-                "centring": self.centring, "merge_events": self.merge_events,
+                "centring": self.centring or ClusterConfig.centring, "merge_events": self.merge_events,
                 "merge_threshold": self.merge_threshold or None}
 
     @property

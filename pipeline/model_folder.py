@@ -50,14 +50,20 @@ class EncoderSettings:
         return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
 
 
-def read_cluster_threshold(folder: Path, centring: str = DEFAULT_CENTRING) -> float:
-    """The threshold tuned for this model (`newsevents eval --tune --write-threshold`) in the space the stream
-    links in (``centring``); 0 when none was tuned there. A file without ``centring`` was tuned on raw vectors."""
+def read_cluster_space(folder: Path) -> tuple[float, str]:
+    """The threshold tuned for this model (`newsevents eval --tune --write-threshold`) and the centring it was
+    tuned in; (0.0, "") when none. A file without ``centring`` was tuned on raw vectors ("none")."""
     path = Path(folder) / CLUSTER_SETTINGS_FILE
     if not path.exists():
-        return 0.0
+        return 0.0, ""
     raw = json.loads(path.read_text())
-    return float(raw.get("threshold", 0.0)) if raw.get("centring", "none") == centring else 0.0
+    return float(raw.get("threshold", 0.0)), str(raw.get("centring", "none"))
+
+
+def read_cluster_threshold(folder: Path, centring: str = DEFAULT_CENTRING) -> float:
+    """The threshold tuned for this model in the ``centring`` space; 0 when none was tuned there."""
+    threshold, tuned_in = read_cluster_space(folder)
+    return threshold if tuned_in == centring else 0.0
 
 
 def write_cluster_threshold(folder: Path, threshold: float, tuned_on: str = "",

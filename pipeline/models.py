@@ -16,10 +16,11 @@ import logging
 from pathlib import Path
 
 from pipeline.config import Settings
+from pipeline.flow.centring import DEFAULT_CENTRING
 from pipeline.flow.cluster import DEFAULT_THRESHOLD
 from pipeline.model_folder import (  # noqa: F401 (the contract, re-exported: pipeline code imports it from here)
     CLUSTER_SETTINGS_FILE, ENCODER_SETTINGS_FILE, RELEASE_FILE, Encoder, EncoderSettings, is_student_folder,
-    model_version, read_cluster_threshold, shipped_student_serves, write_cluster_threshold)
+    model_version, read_cluster_space, read_cluster_threshold, shipped_student_serves, write_cluster_threshold)
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +88,16 @@ def ensure_model(settings: Settings) -> Path:
     return folder
 
 
-def folder_threshold(folder: Path | None, centring: str) -> float | None:
-    """The threshold tuned for ``folder`` in the ``centring`` space (None when it has none, or no folder)."""
-    return (read_cluster_threshold(folder, centring) or None) if folder is not None else None
+def cluster_space(settings: Settings, folder: Path | None = None) -> tuple[str, float]:
+    """(centring, threshold) the stream links ``folder``'s vectors with (default: the served model's): the
+    flags, else the space and threshold tuned for the model (its ``newsevents_cluster.json``), else the
+    defaults. A threshold tuned in another space than the one chosen is not used."""
+    tuned, tuned_in = read_cluster_space(folder if folder is not None else served_model_dir(settings))
+    centring = settings.centring or tuned_in or DEFAULT_CENTRING
+    threshold = settings.threshold or (tuned if tuned_in == centring else 0.0) or DEFAULT_THRESHOLD
+    return centring, threshold
 
 
 def cluster_threshold(settings: Settings) -> float:
-    """The flag or setting, else the threshold tuned for the served model (in its folder, for the space the
-    stream links in), else the default."""
-    return (settings.threshold or read_cluster_threshold(served_model_dir(settings), settings.centring)
-            or DEFAULT_THRESHOLD)
+    """The threshold of ``cluster_space`` for the served model."""
+    return cluster_space(settings)[1]

@@ -90,6 +90,7 @@ class EmbeddedDocument(_Record):
     lang: str = "und"
     url: str | None = None
     cluster_threshold: float | None = None  # tuned for the model that made the vector (None: the clusterer's)
+    cluster_centring: str | None = None  # the space that threshold is for (None: raw, from producers before it)
 
     @property
     def vector_b64(self) -> str:

@@ -22,7 +22,7 @@ def _format_score(name: str, score) -> str:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from pipeline.evaluate import embedded_documents, evaluate, read_pairs, threshold_sweep
-    from pipeline.models import cluster_threshold, ensure_model, load_encoder, write_cluster_threshold
+    from pipeline.models import cluster_space, ensure_model, load_encoder, write_cluster_threshold
 
     settings = load_settings(args)
     for path in [args.pairs, *args.input]:
@@ -40,9 +40,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not docs:
         return fail("no documents could be read from --input: " + "; ".join(stats.problems[:5]))
     modes = ["batch", "stream"] if args.mode == "both" else [args.mode]
+    # the model's own space (flags first); --labels are the teacher's vectors
+    centring, threshold = cluster_space(settings, settings.teacher_dir if args.labels else ensure_model(settings))
+    clustering = settings.cluster_options | {"centring": centring}
     if args.tune:
         grid = [round(float(x), 3) for x in np.arange(args.tune_from, args.tune_to + 1e-9, args.tune_step)]
-        rows, best = threshold_sweep(pairs, docs, modes, grid, settings.cluster_options)
+        rows, best = threshold_sweep(pairs, docs, modes, grid, clustering)
         if args.json:
             print(orjson.dumps({"grid": {m: [r.to_dict() for r in rs] for m, rs in rows.items()},
                                 "best": best.to_dict()}).decode())
@@ -50,23 +53,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(f"{'threshold':>9} " + " ".join(f"{m + ' F1':>12}" for m in modes))
             for i, t in enumerate(grid):
                 print(f"{t:>9.3f} " + " ".join(f"{rows[m][i].overall.f1:>12.3f}" for m in modes))
-            print(f"best ({best.mode}): {best.threshold:.3f}, F1 {best.overall.f1:.3f}")
+            print(f"best ({best.mode}, {centring} centring): {best.threshold:.3f}, F1 {best.overall.f1:.3f}")
         if args.write_threshold:
             if args.labels is not None:
                 return fail("--write-threshold needs the model itself (--model-dir), not --labels")
             write_cluster_threshold(ensure_model(settings), best.threshold, tuned_on=f"{args.pairs} ({best.mode})",
-                                    centring=settings.centring)
+                                    centring=centring)
             print(f"wrote cluster_threshold {best.threshold:.3f} to {ensure_model(settings)}", file=sys.stderr)
         return 0
-    threshold = cluster_threshold(settings)
-    reports = [evaluate(pairs, docs, mode, threshold, settings.cluster_options) for mode in modes]
+    reports = [evaluate(pairs, docs, mode, threshold, clustering) for mode in modes]
     if args.json:
         out = reports[0].to_dict() if len(reports) == 1 else {r.mode: r.to_dict() for r in reports}
         out_extra = {"unparseable": stats.unparseable, "unreadable": stats.unreadable, "without_vector": len(unlabelled)}
         print(orjson.dumps({**out, **out_extra}).decode())
         return 0
     for report in reports:
-        print(f"\n{report.mode} clustering at similarity {report.threshold:.3f} ({settings.centring} centring), "
+        print(f"\n{report.mode} clustering at similarity {report.threshold:.3f} ({centring} centring), "
               f"{report.documents} documents in "
               f"{report.clusters} clusters (average size {report.avg_cluster_size:.2f}), model {report.model_version}")
         print(_format_score("all", report.overall))

@@ -7,7 +7,6 @@ cannot process becomes a dead letter with the original record and the reason.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 import traceback
@@ -21,7 +20,7 @@ from pipeline.flow.embed import embed
 from pipeline.flow.parse import ParseError, document_from_json, parse_html
 from pipeline.flow.sources import FORMAT_DOCUMENT_JSON
 from pipeline.flow.state import ClusterStateStore, Decision, MergeDecision, StateError
-from pipeline.models import cluster_threshold, ensure_model, folder_threshold, load_served_encoder
+from pipeline.models import cluster_space, ensure_model, load_served_encoder
 from pipeline.records import HEADER_FORMAT, HEADER_SOURCE, DeadLetter, Document, EmbeddedDocument
 
 log = logging.getLogger(__name__)
@@ -126,26 +125,27 @@ class EmbedStage(Stage):
         super().__init__(settings)
         self.model_dir = model_dir or (None if encoder is not None else ensure_model(settings))
         self.encoder = encoder or self._load(self.model_dir)
-        self.threshold = self._threshold(self.model_dir)
+        self.space = self._space(self.model_dir)
 
     def _load(self, folder: Path):
         return load_served_encoder(self.settings, folder)
 
-    def _threshold(self, folder: Path | None) -> float | None:
-        return folder_threshold(folder, self.settings.centring)
+    def _space(self, folder: Path | None) -> tuple[str | None, float | None]:
+        """(centring, threshold) for this model's vectors; (None, None) leaves it to the cluster stage."""
+        return cluster_space(self.settings, folder) if folder is not None else (None, None)
 
     def switch_model(self, folder: str | Path) -> str:
         """Serve ``folder`` from the next batch on; returns the new model version. Raises if it cannot load
         (the current model stays)."""
         folder = Path(folder)
         encoder = self._load(folder)
-        self.encoder, self.model_dir, self.threshold = encoder, folder, self._threshold(folder)
+        self.encoder, self.model_dir, self.space = encoder, folder, self._space(folder)
         log.warning("embed: now serving %s from %s", encoder.version, folder)
         return encoder.version
 
     def process(self, batch: list[InRecord]) -> list[OutRecord]:
         out, records, docs = [], [], []
-        encoder, threshold = self.encoder, self.threshold  # one model for the whole batch
+        encoder, (centring, threshold) = self.encoder, self.space  # one model for the whole batch
         for record in batch:
             try:
                 docs.append(Document.from_bytes(record.value or b""))
@@ -163,13 +163,20 @@ class EmbedStage(Stage):
                 except Exception as err:
                     out.append(self.dead_letter(record, "embed-failed", repr(err)))
         for vector in embedded:
-            vector.cluster_threshold = threshold
+            vector.cluster_threshold, vector.cluster_centring = threshold, centring
         out += [OutRecord(self.settings.vectors_topic, e.doc_id.encode(), e.to_bytes()) for e in embedded]
         return out
 
 
-def cluster_config(settings: Settings, dim: int) -> ClusterConfig:
-    return ClusterConfig(dim=dim, threshold=cluster_threshold(settings), **settings.cluster_options)
+def cluster_config(settings: Settings, dim: int, doc: EmbeddedDocument | None = None) -> ClusterConfig:
+    """The flags, else the space the vectors' model was tuned in (carried by each vector from the embed stage),
+    else the served model's, else the defaults."""
+    centring, threshold = cluster_space(settings)
+    if doc is not None and doc.cluster_threshold:
+        centring = settings.centring or doc.cluster_centring or "none"
+        threshold = settings.threshold or (float(doc.cluster_threshold) if centring == (doc.cluster_centring or "none")
+                                           else threshold)
+    return ClusterConfig(dim=dim, threshold=threshold, **(settings.cluster_options | {"centring": centring}))
 
 
 class ClusterStage(Stage):
@@ -227,14 +234,12 @@ class ClusterStage(Stage):
     def _generation(self, doc: EmbeddedDocument) -> IncrementalClusterer:
         clusterer = self.generations.get(doc.model_version)
         if clusterer is None:
-            config = cluster_config(self.settings, len(doc.vector))
-            if not self.settings.threshold and doc.cluster_threshold:  # a flag still wins over the model's own
-                config = dataclasses.replace(config, threshold=float(doc.cluster_threshold))
+            config = cluster_config(self.settings, len(doc.vector), doc)
             clusterer = self._add_generation(doc.model_version, config, self.generations)
             if self.store is not None:
                 self.store.log_generation(doc.model_version, config)
-            log.warning("cluster: new generation for %s (%d-d, threshold %.3f)", doc.model_version, config.dim,
-                        config.threshold)
+            log.warning("cluster: new generation for %s (%d-d, threshold %.3f, %s centring)", doc.model_version,
+                        config.dim, config.threshold, config.centring)
         return clusterer
 
     def process(self, batch: list[InRecord]) -> list[OutRecord]:

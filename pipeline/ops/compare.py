@@ -17,10 +17,9 @@ def compare_encoders(settings: Settings, pairs_path: str, inputs: list[str], tea
                      batch_size: int = 32, progress: bool = False) -> tuple[list[dict], int]:
     """One row per model, the teacher first; returns the rows and how many documents were timed."""
     from pipeline.evaluate import embedded_documents, evaluate, read_pairs
-    from pipeline.flow.cluster import DEFAULT_THRESHOLD
     from pipeline.flow.documents import InputStats, iter_documents
     from pipeline.flow.embed import document_text
-    from pipeline.models import load_encoder, read_cluster_threshold
+    from pipeline.models import cluster_space, load_encoder
     from pipeline.ops.bench import bench_encoders
 
     pairs = read_pairs(pairs_path)
@@ -32,7 +31,7 @@ def compare_encoders(settings: Settings, pairs_path: str, inputs: list[str], tea
     rows = []
     for (role, spec), timing in zip(specs, speed):
         folder = settings.teacher_dir if spec == "e5" else Path(spec)
-        threshold = settings.threshold or read_cluster_threshold(folder, settings.centring) or DEFAULT_THRESHOLD
+        centring, threshold = cluster_space(settings, folder)
         if role == "teacher" and teacher_labels:
             docs, _, _ = embedded_documents(inputs, labels_dir=teacher_labels, max_chars=settings.max_chars)
         elif role == "teacher" and skip_teacher_f1:
@@ -43,11 +42,12 @@ def compare_encoders(settings: Settings, pairs_path: str, inputs: list[str], tea
             docs, _, _ = embedded_documents(inputs, encoder=encoder, max_chars=settings.max_chars,
                                             progress=progress)
         row = {"role": role, "model": spec, "model_version": timing["encoder"], "threshold": threshold,
+               "centring": centring,
                "docs_per_s": timing["docs_per_s"], "ms_per_doc": timing["ms_per_doc"],
                "batch_size": timing["batch_size"], "threads": timing["threads"], "device": timing["device"],
                "speedup_vs_teacher": timing["speedup_vs_teacher"], "size_mb": folder_size_mib(folder)}
         for mode in ("stream", "batch") if docs else ():
-            score = evaluate(pairs, docs, mode, threshold, settings.cluster_options).overall
+            score = evaluate(pairs, docs, mode, threshold, settings.cluster_options | {"centring": centring}).overall
             row.update({f"{mode}_f1": round(score.f1, 4), f"{mode}_precision": round(score.precision, 4),
                         f"{mode}_recall": round(score.recall, 4)})
         rows.append(row)

@@ -124,3 +124,41 @@ def test_cluster_threshold_precedence(tmp_path):
     write_cluster_threshold(tmp_path, 0.87, tuned_on="dev")
     assert cluster_threshold(Settings(model_dir=str(tmp_path))) == 0.87  # tuned for the served model
     assert cluster_threshold(Settings(model_dir=str(tmp_path), threshold=0.8)) == 0.8  # the flag wins
+
+
+def test_each_model_is_linked_in_the_space_it_was_tuned_in(tmp_path, tiny_model_dir):
+    """A model folder names its centring with its threshold; vectors carry both to the cluster stage, flags win,
+    and a threshold tuned in another space is not used in this one."""
+    import shutil
+
+    import numpy as np
+
+    from pipeline.flow.cluster import DEFAULT_THRESHOLD
+    from pipeline.model_folder import write_cluster_threshold
+    from pipeline.models import cluster_space
+
+    model = tmp_path / "student"
+    shutil.copytree(tiny_model_dir, model)
+    write_cluster_threshold(model, 0.76, tuned_on="dev", centring="global")
+    assert cluster_space(Settings(model_dir=str(model))) == ("global", 0.76)
+    assert cluster_space(Settings(model_dir=str(model), centring="language")) == ("language", DEFAULT_THRESHOLD)
+    assert cluster_space(Settings(model_dir=str(model), centring="global", threshold=0.7)) == ("global", 0.7)
+    (model / "newsevents_cluster.json").write_text('{"threshold": 0.92}')  # tuned before centring: raw
+    assert cluster_space(Settings(model_dir=str(model))) == ("none", 0.92)
+    write_cluster_threshold(model, 0.76, tuned_on="dev", centring="global")
+
+    settings = Settings(model_dir=str(model))
+    doc = Document(doc_id="d", title="Earthquake in Chile", text="A strong quake hit the coast.")
+    vector = next(o for o in EmbedStage(settings).process([InRecord(b"d", doc.to_bytes())]) if o.topic == "news.vectors")
+    embedded = EmbeddedDocument.from_bytes(vector.value)
+    assert (embedded.cluster_centring, embedded.cluster_threshold) == ("global", 0.76)
+    stage = ClusterStage(Settings(model_dir=str(tiny_model_dir)))  # the cluster worker serves another default
+    stage.process([InRecord(b"d", vector.value)])
+    assert (stage.clusterer.config.centring, stage.clusterer.config.threshold) == ("global", 0.76)
+    flagged = ClusterStage(Settings(centring="language"))
+    flagged.process([InRecord(b"d", vector.value)])
+    assert (flagged.clusterer.config.centring, flagged.clusterer.config.threshold) == ("language", DEFAULT_THRESHOLD)
+    old = EmbeddedDocument(doc_id="o", vector=np.ones(8, dtype=np.float32), model_version="old", cluster_threshold=0.92)
+    legacy = ClusterStage(Settings())
+    legacy.process([InRecord(b"o", old.to_bytes())])  # from an embedder before centring: its raw threshold, raw
+    assert (legacy.clusterer.config.centring, legacy.clusterer.config.threshold) == ("none", 0.92)
