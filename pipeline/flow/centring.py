@@ -43,21 +43,18 @@ class WindowCentre:
     def add(self, bucket: int, lang: str, vector: np.ndarray) -> None:
         if self.mode == "none":
             return
-        sums, counts = self.sums.setdefault(bucket, {}), self.counts.setdefault(bucket, {})
-        for table, key in ((sums, lang), (self.total_sums, lang)):
-            if key in table:
-                table[key] += vector
-            else:
-                table[key] = vector.astype(np.float32, copy=True)
-        counts[lang] = counts.get(lang, 0) + 1
-        self.total_counts[lang] = self.total_counts.get(lang, 0) + 1
+        _accumulate(self.sums.setdefault(bucket, {}), self.counts.setdefault(bucket, {}), lang, vector, 1)
+        _accumulate(self.total_sums, self.total_counts, lang, vector, 1)
         self.grand_sum += vector
         self.grand_count += 1
 
     def add_and_centre(self, bucket: int, lang: str, vector: np.ndarray) -> np.ndarray:
         """Count a new document, then centre it (a stream's documents, one after another)."""
         self.add(bucket, lang, vector)
-        return self.apply(vector[None, :], [lang])[0]
+        if self.mode == "none":
+            return vector
+        centred = vector - self.centre(lang)
+        return centred / max(float(np.linalg.norm(centred)), 1e-12)
 
     def drop(self, bucket: int) -> None:
         if self.sums.pop(bucket, None) is None:
@@ -67,13 +64,10 @@ class WindowCentre:
         self.grand_sum, self.grand_count = np.zeros(self.dim, dtype=np.float32), 0
         for number in sorted(self.sums):
             for lang in sorted(self.sums[number]):
-                if lang in self.total_sums:
-                    self.total_sums[lang] += self.sums[number][lang]
-                else:
-                    self.total_sums[lang] = self.sums[number][lang].copy()
-                self.total_counts[lang] = self.total_counts.get(lang, 0) + self.counts[number][lang]
+                count = self.counts[number][lang]
+                _accumulate(self.total_sums, self.total_counts, lang, self.sums[number][lang], count)
                 self.grand_sum += self.sums[number][lang]
-                self.grand_count += self.counts[number][lang]
+                self.grand_count += count
 
     def centre(self, lang: str) -> np.ndarray:
         k = self.prior_docs
@@ -109,3 +103,13 @@ class WindowCentre:
             self.total_counts[lang] = int(count)
         self.grand_sum = sums[-1].copy()
         self.grand_count = int(meta["grand_count"])
+
+
+def _accumulate(sums: dict[str, np.ndarray], counts: dict[str, int], lang: str, vector: np.ndarray,
+                count: int) -> None:
+    """``vector`` (a sum of ``count`` unit vectors) into ``lang``'s running sum and count."""
+    if lang in sums:
+        sums[lang] += vector
+    else:
+        sums[lang] = vector.astype(np.float32, copy=True)
+    counts[lang] = counts.get(lang, 0) + count

@@ -42,7 +42,7 @@ from pipeline.flow.event_table import EventTable
 from pipeline.records import EmbeddedDocument, EventAssignment, EventMerge
 
 DEFAULT_THRESHOLD = 0.60  # mean cosine in the language-centred space; tuned for e5-small on eval/dev_pairs.tsv
-                          # (bench/cluster_f1.py); 0.92 was its raw-space value
+                          # (bench/events_f1.py); 0.92 was its raw-space value
 
 
 @dataclass(frozen=True)
@@ -179,13 +179,12 @@ class IncrementalClusterer:
     def _prepare(self, docs: list[EmbeddedDocument], new_rows: list[int]):
         """Unit vectors → window advanced → bucket numbers → centred vectors. ``new_rows`` (the documents that
         join the window) are counted and centred one after another, so no centre depends on the batching."""
-        raw = np.stack([np.asarray(d.vector, dtype=np.float32) for d in docs])
-        raw /= np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
+        vectors = np.stack([np.asarray(d.vector, dtype=np.float32) for d in docs])
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         self._advance_window(max(self._bucket_of(d) for d in docs))
         bucket_numbers = [self._bucket_of(d) for d in docs]  # clamped against the advanced window
-        vectors = self.centre.apply(raw, [d.lang for d in docs])  # known documents: only compared, never added
-        for row in new_rows:
-            vectors[row] = self.centre.add_and_centre(bucket_numbers[row], docs[row].lang, raw[row])
+        for row in new_rows:  # redeliveries stay raw: they are neither linked, compared with nor indexed
+            vectors[row] = self.centre.add_and_centre(bucket_numbers[row], docs[row].lang, vectors[row])
         return vectors, bucket_numbers
 
     # --- search -------------------------------------------------------------------------------------------
@@ -347,12 +346,11 @@ class IncrementalClusterer:
                     self.doc_events[run[row].doc_id] = by_doc[run[row].doc_id]
                     rows_by_bucket.setdefault(bucket_numbers[row], []).append(row)
                     while pending and pending[0][0] <= decided:
-                        merge = pending.pop(0)[1]
-                        self.table.merge(merge.event_id, merge.into, merge.at_ms, merge.model_version, merge.into)
+                        self.table.replay(pending.pop(0)[1])
                 for number, rows in rows_by_bucket.items():
                     self._add(number, vectors[rows], [run[r].doc_id for r in rows], num_threads)
             for _, merge in pending:
-                self.table.merge(merge.event_id, merge.into, merge.at_ms, merge.model_version, merge.into)
+                self.table.replay(merge)
 
     def _add(self, number: int, vectors: np.ndarray, doc_ids: list[str], num_threads: int = 1) -> None:
         labels = list(range(self.next_label, self.next_label + len(doc_ids)))

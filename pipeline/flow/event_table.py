@@ -84,49 +84,49 @@ class EventTable:
         a, b = self.events[self.root(first)], self.events[self.root(second)]
         return float(a.vector_sum @ b.vector_sum) / (a.size * b.size)
 
-    def merge(self, first: str, second: str, at_ms: int, model_version: str = "",
-              survivor: str | None = None) -> EventMerge:
-        """Merge two live stories; returns the record of the merge (the absorbed id → the survivor).
-        ``survivor``: the one a logged merge names (a replay follows the log rather than deciding again)."""
+    def merge(self, first: str, second: str, at_ms: int, model_version: str = "") -> EventMerge:
+        """Merge two live stories (the larger survives; ties: the smaller id); returns the record of the merge."""
         a, b = self.root(first), self.root(second)
         if a == b:
             raise ValueError(f"{first} and {second} are one story already")
-        if survivor is None:
-            survivor, absorbed = (a, b) if (self.events[a].size, b) > (self.events[b].size, a) else (b, a)
-        else:
-            survivor = self.root(survivor)
-            absorbed = b if survivor == a else a
+        survivor, absorbed = (a, b) if (self.events[a].size, b) > (self.events[b].size, a) else (b, a)
+        return self._absorb(absorbed, survivor, at_ms, model_version)
+
+    def replay(self, merge: EventMerge) -> None:
+        """A logged merge again, as it was decided (a replay follows the log rather than deciding again)."""
+        self._absorb(self.root(merge.event_id), self.root(merge.into), merge.at_ms, merge.model_version)
+
+    def _absorb(self, absorbed: str, survivor: str, at_ms: int, model_version: str) -> EventMerge:
         self.events[survivor].vector_sum += self.events[absorbed].vector_sum
         self.events[survivor].size += self.events.pop(absorbed).size
-        moved = [absorbed] + self.absorbed.pop(absorbed, [])
-        for event_id in moved:
-            self.aliases[event_id] = survivor
-        self.absorbed.setdefault(survivor, []).extend(moved)
         record = EventMerge(event_id=absorbed, into=survivor, at_ms=at_ms, model_version=model_version)
-        self.merge_records[absorbed] = record
+        self._alias(record)
         self.merge_count += 1
         return record
 
+    def _alias(self, merge: EventMerge) -> None:
+        """``merge.event_id`` and every id it had absorbed now resolve to ``merge.into``'s root."""
+        survivor = self.root(merge.into)
+        moved = [merge.event_id] + self.absorbed.pop(merge.event_id, [])
+        for event_id in moved:
+            self.aliases[event_id] = survivor
+        self.absorbed.setdefault(survivor, []).extend(moved)
+        self.merge_records[merge.event_id] = merge
+
     # --- persistence --------------------------------------------------------------------------------------
-    def to_state(self) -> tuple[dict, np.ndarray, int]:
+    def to_state(self, dim: int) -> tuple[dict, np.ndarray]:
         ids = list(self.events)
-        sums = np.stack([self.events[e].vector_sum for e in ids]) if ids else None
+        sums = (np.stack([self.events[e].vector_sum for e in ids]) if ids else np.zeros((0, dim))).astype(np.float32)
         meta = {"event_ids": ids, "event_sizes": [self.events[e].size for e in ids],
                 "merges": [m.to_dict() for m in self.merge_records.values()], "merge_count": self.merge_count}
-        return meta, sums, len(ids)
+        return meta, sums
 
     @classmethod
     def from_state(cls, meta: dict, sums: np.ndarray) -> "EventTable":
         table = cls()
         table.events = {e: Event(sums[row].copy(), size)
                         for row, (e, size) in enumerate(zip(meta["event_ids"], meta["event_sizes"]))}
-        for raw in meta.get("merges", []):  # in decision order: replaying them rebuilds the flattened aliases
-            merge = EventMerge.from_dict(raw)
-            survivor = table.root(merge.into)
-            moved = [merge.event_id] + table.absorbed.pop(merge.event_id, [])
-            for event_id in moved:
-                table.aliases[event_id] = survivor
-            table.absorbed.setdefault(survivor, []).extend(moved)
-            table.merge_records[merge.event_id] = merge
+        for raw in meta.get("merges", []):  # in decision order: re-aliasing them rebuilds the flattened aliases
+            table._alias(EventMerge.from_dict(raw))
         table.merge_count = int(meta.get("merge_count", len(table.merge_records)))
         return table

@@ -18,8 +18,8 @@ def save_window(clusterer: IncrementalClusterer, folder: Path) -> None:
     """The whole window into ``folder``, which must exist."""
     with clusterer._lock:
         clusterer.index.save_index(str(folder / "index.bin"))
-        events, sums, count = clusterer.table.to_state()
-        np.save(folder / "event_sums.npy", (sums if count else np.zeros((0, clusterer.config.dim))).astype(np.float32))
+        events, sums = clusterer.table.to_state(clusterer.config.dim)
+        np.save(folder / "event_sums.npy", sums)
         centres, centre_sums = clusterer.centre.to_state()
         np.save(folder / "centre_sums.npy", centre_sums)
         (folder / "clusterer.json").write_bytes(orjson.dumps({
