@@ -111,10 +111,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
+    from pipeline.kafka.clients import require_broker
     from pipeline.kafka.reader import EventBook, decode, format_event, iter_records, make_reader
     from pipeline.records import EventAssignment, EventMerge
-
-    from pipeline.kafka.clients import require_broker
 
     settings = load_settings(args)
     require_broker(settings)
@@ -144,7 +143,7 @@ def cmd_events(args: argparse.Namespace) -> int:
         reader.close()
     if not args.json and not args.follow:
         events = book.events()
-        print(f"{len(book.by_doc)} documents in {len(events)} stories ({len(book.merges)} merges); "
+        print(f"{len(book.by_doc)} documents in {len(events)} stories ({len(book.merged_into)} merges); "
               f"the {min(args.top, len(events))} largest:")
         for summary in events[:args.top]:
             print(format_event(summary))

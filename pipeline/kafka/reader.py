@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from pipeline.config import Settings
+from pipeline.evaluate import resolve_event
 from pipeline.kafka import clients
 from pipeline.records import DeadLetter, Document, EventAssignment, EventMerge
 
@@ -55,23 +56,19 @@ class EventBook:
         self.by_doc: dict[str, EventAssignment] = {}
         self.conflicts: list[tuple[str, str, str]] = []  # (doc, first event, other event): must stay empty
         self.records = 0  # event records read, duplicates included
-        self.merges: dict[str, EventMerge] = {}  # absorbed id → its merge
+        self.merged_into: dict[str, str] = {}  # absorbed id → the id it merged into
         self.merge_conflicts: list[tuple[str, str, str]] = []  # (absorbed, into, other into): must stay empty
 
     def add_merge(self, merge: EventMerge) -> None:
-        previous = self.merges.get(merge.event_id)
-        if previous is not None and previous.into != merge.into:
-            self.merge_conflicts.append((merge.event_id, previous.into, merge.into))
+        previous = self.merged_into.get(merge.event_id)
+        if previous is not None and previous != merge.into:
+            self.merge_conflicts.append((merge.event_id, previous, merge.into))
         if previous is None:
-            self.merges[merge.event_id] = merge
+            self.merged_into[merge.event_id] = merge.into
 
     def story(self, event_id: str) -> str:
         """The id an event id's story survives under (itself when it never merged)."""
-        seen = set()
-        while event_id in self.merges and event_id not in seen:
-            seen.add(event_id)
-            event_id = self.merges[event_id].into
-        return event_id
+        return resolve_event(event_id, self.merged_into)
 
     def add(self, assignment: EventAssignment) -> None:
         self.records += 1

@@ -203,7 +203,7 @@ def _report(summary, books: Accounting, started: float, finished_at: float, top:
         "dead_letter_reasons": reasons,
         "events_emitted": len(assignments),
         "events": len(events),  # stories: events that merged count once
-        "merges": len(books.book.merges),
+        "merges": len(books.book.merged_into),
         "conflicting_event_ids": len(books.book.conflicts),
         "docs_per_s": round(summary.published / elapsed, 2),
         "latency_p50_ms": float(np.percentile(latencies, 50)),

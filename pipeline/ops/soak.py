@@ -321,7 +321,7 @@ def _audit(report: SoakReport, books: Accounting) -> None:
     report.conflicting = list(books.book.conflicts)
     report.events_records = books.book.records
     report.duplicate_event_records = books.book.records - len(books.book.by_doc)
-    report.merges = len(books.book.merges)
+    report.merges = len(books.book.merged_into)
     report.merge_conflicts = list(books.book.merge_conflicts)
 
 
@@ -351,7 +351,7 @@ def _unlike_uninterrupted(settings: Settings, books: Accounting) -> list[str]:
     run_batch()
     reader.close()
     differs = [d for d, a in books.book.by_doc.items() if d in given and given[d] != a.event_id]
-    streamed = {k: m.into for k, m in books.book.merges.items()}
+    streamed = books.book.merged_into
     differs += [f"merge:{k}" for k in sorted(set(streamed) | set(merged)) if streamed.get(k) != merged.get(k)]
     return differs
 
