@@ -13,7 +13,6 @@ SIGTERM to every worker, waits ``shutdown_timeout_s`` plus a margin (a worker bo
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from typing import Callable
 
 from pipeline.config import ENV_PREFIX, Settings
 from pipeline.lifecycle import SUPERVISOR_FD_ENV, supervisor_pipe
+from pipeline.ops.processes import stop_processes
 
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 1.0, 30.0
 STABLE_AFTER_S = 60.0  # a worker up this long starts its next backoff from the first step again
@@ -154,16 +154,7 @@ class Workers:
         """SIGTERM to every worker (faust: finish the batch, flush, commit), SIGKILL to the process groups of
         those still there after ``timeout_s`` (default: ``shutdown_timeout_s`` + a margin)."""
         timeout_s = self.settings.shutdown_timeout_s + KILL_MARGIN_S if timeout_s is None else timeout_s
-        running = [p for p in self.processes.values() if p.poll() is None]
-        for proc in running:
-            _signal_group(proc, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        for proc in running:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _signal_group(proc, signal.SIGKILL)
-                proc.wait()
+        stop_processes(self.processes.values(), timeout_s, whole_group=True)
         for child in self.children.values():
             self._release(child)
         for handle in self._logs:
@@ -181,14 +172,6 @@ class Workers:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def _signal_group(proc: subprocess.Popen, signum: int) -> None:
-    """The worker and anything it started (it leads its own process group)."""
-    try:
-        os.killpg(proc.pid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def run_supervised(workers: Workers, should_stop: Callable[[], bool], say: Callable[[str], None]) -> None:
