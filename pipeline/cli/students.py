@@ -129,7 +129,7 @@ def cmd_students_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_students_list(args: argparse.Namespace) -> int:
-    from pipeline.models import model_version, read_cluster_threshold
+    from pipeline.models import model_version, read_cluster_space
     from students.registry import Registry
 
     registry = Registry(load_settings(args).registry_dir)
@@ -142,7 +142,8 @@ def cmd_students_list(args: argparse.Namespace) -> int:
         training = folder / "training.json"
         f1 = json.loads(training.read_text()).get("epoch", {}).get("dev", {}).get("f1") if training.exists() else None
         mark = "*" if promoted and Path(promoted.model_dir) == folder.resolve() else " "
-        print(f"{mark} {folder.name:<5} {version:<48} threshold {read_cluster_threshold(folder):.3f}  "
+        threshold, centring = read_cluster_space(folder)
+        print(f"{mark} {folder.name:<5} {version:<48} threshold {threshold:.3f} ({centring or 'untuned'})  "
               f"dev F1 {f1 if f1 is not None else '-'}")
     return 0
 
