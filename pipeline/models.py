@@ -31,11 +31,21 @@ def load_encoder(folder: str | Path, device: str = "auto", max_length: int = 256
                  quantize: str | None = None, threads: int | None = None) -> Encoder:
     """Load the encoder a model folder describes: a distilled student, or any Hugging Face encoder."""
     from students.encoder import StudentEncoder
+    from students.onnx_serving import OnnxStudentEncoder, onnx_served
     from teacher.encoder import HFEncoder
 
+    if is_student_folder(folder) and onnx_served(Path(folder)) and not quantize and (
+            device == "cpu" or (device == "auto" and _no_cuda())):  # torch serves it on a GPU
+        return OnnxStudentEncoder(folder, max_length=max_length, threads=threads)
     if is_student_folder(folder):
         return StudentEncoder(folder, device=device, max_length=max_length, quantize=quantize, threads=threads)
     return HFEncoder(folder, device=device, max_length=max_length, quantize=quantize, threads=threads)
+
+
+def _no_cuda() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
 
 
 def load_teacher(spec: str, *, home: Path, device: str = "auto", max_length: int = 256, quantize: str | None = None,

@@ -21,14 +21,15 @@ class Checkpoint:
     def __init__(self, path: Path, run_key: dict):
         self.path, self.run_key = path, run_key
 
-    def resume(self, model, optimizer, scheduler, device: str) -> tuple[list[dict], float, int]:
-        """(history, best validation loss, epochs without improvement): empty when there is nothing to resume."""
+    def resume(self, model, optimizer, scheduler, device: str) -> tuple[list[dict], float, int, dict | None]:
+        """(history, best validation loss, epochs without improvement, the unfinished epoch's ``{"step",
+        "losses"}`` or None): empty when there is nothing to resume."""
         import math
 
         import torch
 
         if not self.path.exists():
-            return [], math.inf, 0
+            return [], math.inf, 0, None
         state = torch.load(self.path, map_location=device, weights_only=False)
         if state["run_key"] != self.run_key:
             raise ValueError(f"{self.path} is from another run ({state['run_key']}); use another --out")
@@ -36,19 +37,23 @@ class Checkpoint:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         print(f"resuming after epoch {len(state['history'])} (best validation loss {state['best_val']:.4f})")
-        return state["history"], state["best_val"], state["stale"]
+        return state["history"], state["best_val"], state["stale"], state.get("partial")
 
-    def save(self, model, optimizer, scheduler, history: list[dict], best_val: float, stale: int) -> None:
+    def save(self, model, optimizer, scheduler, history: list[dict], best_val: float, stale: int,
+             partial: dict | None = None) -> None:
         import torch
 
         state = {"run_key": self.run_key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "history": history, "best_val": best_val, "stale": stale}
+                 "scheduler": scheduler.state_dict(), "history": history, "best_val": best_val, "stale": stale,
+                 "partial": partial}
         write_atomic(self.path, lambda f: torch.save(state, f), fsync=False)
 
 
 def run_key(settings: TrainSettings, label_dirs: list[str], documents: int, vocab: int, init_from: str | None) -> dict:
     """What a checkpoint must match to be resumed (settings that may grow between reruns left out)."""
-    resumable = {k: v for k, v in asdict(settings).items() if k not in ("max_epochs", "early_stopping", "threads")}
+    growable = {"early_stopping", "threads", "checkpoint_every"} | (
+        set() if settings.schedule == "one-cycle" else {"max_epochs"})  # one-cycle's schedule spans max_epochs
+    resumable = {k: v for k, v in asdict(settings).items() if k not in growable}
     return {"settings": resumable, "labels": [str(d) for d in label_dirs], "docs": documents, "vocab": vocab,
             "init_from": init_from}
 

@@ -126,8 +126,15 @@ def teacher_token_embeddings(teacher_folder: Path, old_to_new: np.ndarray, vocab
     return reduced.astype(np.float32)
 
 
-def build_model(run, settings: TrainSettings, teacher_folder: Path, cache_dir: Path | None, device: str):
-    """The student to train and its config: ``run.base`` adapted to ``settings``, or a new one initialised."""
+def build_model(run, settings: TrainSettings, teacher_folder: Path, cache_dir: Path | None, device: str,
+                resuming: bool = False):
+    """The student to train and its config: ``run.base`` adapted to ``settings``, or a new one initialised
+    (``resuming``: its weights come from a checkpoint next, so nothing is fitted now)."""
+    if settings.encoder == "teacher-cut":
+        model = run.base.model if run.base is not None else build_cut_student(run, settings, Path(teacher_folder),
+                                                                              device, fit=not resuming)
+        model.bert.embeddings.word_embeddings.weight.requires_grad_(settings.train_embeddings)
+        return model, model.config
     config = StudentConfig(encoder=settings.encoder, num_layers=settings.num_layers,
                            bidirectional=settings.bidirectional, embedding_dim=settings.embedding_dim,
                            hidden_dim=settings.hidden_dim, aggregation=settings.aggregation, heads=run.data.heads,
@@ -141,3 +148,60 @@ def build_model(run, settings: TrainSettings, teacher_folder: Path, cache_dir: P
         initialise_embeddings(model, settings, Path(teacher_folder), run.old_to_new, run.kept, run.kept_counts,
                               cache_dir, device)
     return model, config
+
+
+def build_cut_student(run, settings: TrainSettings, teacher_folder: Path, device: str,
+                      fit: bool = True) -> StudentModel:
+    """The teacher cut down (``students.cut``): its kept layers and piece rows, and a head fitted by ridge regression
+    on ``settings.head_fit_docs`` training documents."""
+    from students.cut import copy_teacher_weights, cut_bert_config, new_to_old_ids, parse_kept_layers
+
+    teacher_config = json.loads((teacher_folder / "config.json").read_text())
+    layers = parse_kept_layers(settings.kept_layers, int(teacher_config["num_hidden_layers"]))
+    vocab_size, pad = int(len(run.tokenizer)), int(run.tokenizer.pad_token_id)
+    bert = cut_bert_config(teacher_folder, layers, vocab_size, pad, settings.max_tokens)
+    config = StudentConfig(encoder="teacher-cut", num_layers=len(layers), bidirectional=False,
+                           embedding_dim=bert["hidden_size"], hidden_dim=bert["hidden_size"], aggregation="mean",
+                           heads=run.data.heads, vocab_size=vocab_size, pad_token_id=pad, dropout=0.0,
+                           max_positions=bert["max_position_embeddings"], bert_config=bert, kept_layers=layers,
+                           token_target_dim=token_target_dim(run.data, settings))
+    model = StudentModel(config)
+    copy_teacher_weights(model, teacher_folder, layers, new_to_old_ids(run.old_to_new, vocab_size))
+    model = model.to(device)
+    if settings.head_fit_docs and fit:
+        rows = np.flatnonzero(run.train_data.has_target[run.primary])[:settings.head_fit_docs]
+        cosine = fit_head(model, [run.train_tokens[r] for r in rows], run.train_data.targets[run.primary][rows],
+                          device)
+        print(f"teacher-cut {layers}: head fitted on {len(rows)} documents, cosine to the teacher {cosine:.4f}",
+              flush=True)
+    return model
+
+
+def fit_head(model, token_lists: list, targets: np.ndarray, device: str, ridge: float = 0.1,
+             batch_size: int = 64) -> float:
+    """Least squares (with an L2 penalty and a bias) from the pooled states of ``token_lists`` to ``targets``,
+    written into the primary head; returns the mean cosine the fitted head reaches on those documents."""
+    import torch
+
+    from students.encoder import pad_batch
+
+    head = model.heads[model.config.primary_head]
+    states = []
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(token_lists), batch_size):
+            ids, mask = pad_batch(token_lists[start:start + batch_size], model.config.pad_token_id)
+            states.append(model.encode_tokens(ids.to(device), mask.to(device)).float().cpu().numpy())
+    model.train(was_training)
+    x = np.concatenate(states).astype(np.float64)
+    mean_x, mean_y = x.mean(0), targets.mean(0).astype(np.float64)
+    xc, yc = x - mean_x, targets.astype(np.float64) - mean_y
+    weight = np.linalg.solve(xc.T @ xc + ridge * len(x) * np.eye(x.shape[1]) * xc.var(), xc.T @ yc)  # (in, out)
+    bias = mean_y - mean_x @ weight
+    with torch.no_grad():
+        head.weight.copy_(torch.as_tensor(weight.T, dtype=torch.float32))
+        head.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+    predicted = x @ weight + bias
+    predicted /= np.maximum(np.linalg.norm(predicted, axis=1, keepdims=True), 1e-12)
+    return float(np.mean(np.sum(predicted * targets, axis=1)))

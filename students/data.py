@@ -51,6 +51,18 @@ class DistillationData:
                                 {k: v[rows] for k, v in self.has_target.items()}, self.teachers, self.recipe,
                                 [self.token_targets[r] for r in rows] if self.token_targets is not None else None)
 
+    def cut(self, max_tokens: int) -> "DistillationData":
+        """Each document's first ``max_tokens`` pieces, its last (``</s>``) kept last: a student that reads less than
+        the teacher did still learns the teacher's vector of the whole text."""
+        def cut_one(array: np.ndarray) -> np.ndarray:
+            return array if len(array) <= max_tokens else np.concatenate([array[:max_tokens - 1], array[-1:]])
+
+        if all(len(t) <= max_tokens for t in self.tokens):
+            return self
+        return DistillationData(self.doc_ids, [cut_one(t) for t in self.tokens], self.targets, self.has_target,
+                                self.teachers, self.recipe,
+                                [cut_one(s) for s in self.token_targets] if self.token_targets is not None else None)
+
     def split(self, validation_fraction: float) -> tuple["DistillationData", "DistillationData"]:
         """Deterministic by document id: the same documents validate on every run and resume."""
         held = np.array([int(hashlib.blake2b(d.encode(), digest_size=4).hexdigest(), 16) / 2**32 < validation_fraction

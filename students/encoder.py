@@ -21,10 +21,10 @@ class StudentEncoder:
         self.folder = Path(folder)
         self.settings = EncoderSettings.from_folder(self.folder)
         self.device = pick_device(device)
-        self.max_length = max_length
         set_torch_threads(threads)
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
         model = StudentModel.from_pretrained(self.folder, dtype=torch.float32).eval()
+        self.max_length = min(max_length, model.config.max_input_tokens or max_length)
         if quantize == "int8":
             model = quantize_int8(model, self.device, {torch.nn.Linear, torch.nn.GRU, torch.nn.LSTM})
         self.model = model.to(self.device)

@@ -7,6 +7,7 @@ token ids → embeddings (64 or 128) → sequence encoder → aggregation → on
   (each piece's row times a learnable per-piece weight: model2vec / Tokenlearn, no sequence layer at all),
   ``static-cnn`` (the static rows plus what convolutions over neighbouring pieces add, projected back into the
   rows' space: the word order and the pieces that make up one word, which a bag of pieces cannot see);
+  ``teacher-cut`` (the teacher itself cut down: its embeddings and a few of its layers, ``students.cut``);
 * aggregation: ``mean`` or ``attentive`` (``a_t = softmax(MLP(h_t))``, ``c = Σ a_t h_t``), padding masked in both,
   or ``cls`` (the state at the first position, the ``<s>`` token);
 * heads: one linear layer per teacher, ``{"e5": 384}`` by default; with several teachers the first is the one
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-ENCODERS = ("gru", "lstm", "transformer", "cnn", "ffn", "static", "static-cnn")
+ENCODERS = ("gru", "lstm", "transformer", "cnn", "ffn", "static", "static-cnn", "teacher-cut")
 AGGREGATIONS = ("mean", "attentive", "cls")
 
 
@@ -30,7 +31,8 @@ class StudentConfig(PretrainedConfig):
                  embedding_dim: int = 128, hidden_dim: int = 128, aggregation: str = "attentive",
                  heads: dict[str, int] | None = None, vocab_size: int = 250_002, pad_token_id: int = 1,
                  dropout: float = 0.1, num_attention_heads: int = 4, max_positions: int = 512, kernel_size: int = 3,
-                 embedding_storage: str = "float", token_target_dim: int = 0, **kwargs):
+                 embedding_storage: str = "float", token_target_dim: int = 0,
+                 bert_config: dict | None = None, kept_layers: list[int] | None = None, **kwargs):
         if encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}, not {encoder!r}")
         if aggregation not in AGGREGATIONS:
@@ -51,6 +53,9 @@ class StudentConfig(PretrainedConfig):
             raise ValueError(f"embedding_storage must be float or int8, not {embedding_storage!r}")
         self.embedding_storage = embedding_storage  # int8: the table on disk and in memory, a scale per row
         self.token_target_dim = token_target_dim  # > 0: a training-only head predicting the teacher's token states
+        # teacher-cut: the cut teacher's BertConfig (its layers, width, vocabulary) and which teacher layers it kept
+        self.bert_config = dict(bert_config) if bert_config else None
+        self.kept_layers = list(kept_layers) if kept_layers else None
         super().__init__(pad_token_id=pad_token_id, **kwargs)
 
     @property
@@ -62,11 +67,19 @@ class StudentConfig(PretrainedConfig):
         return self.heads[self.primary_head]
 
     @property
+    def max_input_tokens(self) -> int | None:
+        """The most pieces the student can read (a cut teacher has positions for its training length only)."""
+        return int(self.bert_config["max_position_embeddings"]) if self.bert_config else None
+
+    @property
     def arch_name(self) -> str:
         """Short name for tables: bigru-2x128-attentive-e64."""
         prefix = "bi" if self.bidirectional and self.encoder in ("gru", "lstm") else ""
         if self.encoder == "static":
             return f"static-{self.aggregation}-e{self.embedding_dim}"
+        if self.encoder == "teacher-cut":
+            layers = "".join(f"-{i}" for i in self.kept_layers) if self.kept_layers else f"-{self.num_layers}"
+            return f"teacher-cut{layers}-{self.aggregation}"
         if self.encoder == "static-cnn":
             return f"static-cnn-{self.num_layers}x{self.hidden_dim}-{self.aggregation}-e{self.embedding_dim}"
         return (f"{prefix}{self.encoder}-{self.num_layers}x{self.hidden_dim}-{self.aggregation}"
@@ -109,10 +122,20 @@ class StudentModel(PreTrainedModel):
     def __init__(self, config: StudentConfig):
         super().__init__(config)
         c = config
-        self.embeddings = (Int8Embedding(c.vocab_size, c.embedding_dim) if c.embedding_storage == "int8" else
-                           nn.Embedding(c.vocab_size, c.embedding_dim, padding_idx=c.pad_token_id))
+        if c.encoder == "teacher-cut":
+            from students.cut import cut_bert
+
+            self.bert = cut_bert(c)
+            if c.embedding_storage == "int8":
+                self.bert.embeddings.word_embeddings = Int8Embedding(c.vocab_size, self.bert.config.hidden_size)
+            width = self.bert.config.hidden_size
+        else:
+            self.embeddings = (Int8Embedding(c.vocab_size, c.embedding_dim) if c.embedding_storage == "int8" else
+                               nn.Embedding(c.vocab_size, c.embedding_dim, padding_idx=c.pad_token_id))
         self.dropout = nn.Dropout(c.dropout)
-        if c.encoder in ("gru", "lstm"):
+        if c.encoder == "teacher-cut":
+            pass
+        elif c.encoder in ("gru", "lstm"):
             rnn = nn.GRU if c.encoder == "gru" else nn.LSTM
             self.rnn = rnn(c.embedding_dim, c.hidden_dim, num_layers=c.num_layers, batch_first=True,
                            bidirectional=c.bidirectional, dropout=c.dropout if c.num_layers > 1 else 0.0)
@@ -168,10 +191,11 @@ class StudentModel(PreTrainedModel):
         """Switch the token table between float (training) and int8 (serving), in place."""
         if storage == self.config.embedding_storage:
             return self
-        if storage == "int8":
-            self.embeddings = Int8Embedding.from_float(self.embeddings)
-        else:
-            self.embeddings = self.embeddings.to_float(self.config.pad_token_id)
+        owner, name = (self.bert.embeddings, "word_embeddings") if self.config.encoder == "teacher-cut" else (
+            self, "embeddings")
+        table = getattr(owner, name)
+        setattr(owner, name, Int8Embedding.from_float(table) if storage == "int8" else
+                table.to_float(self.config.pad_token_id))
         self.config.embedding_storage = storage
         return self
 
@@ -184,8 +208,14 @@ class StudentModel(PreTrainedModel):
         """The aggregated document state and each token's state (for a static student: its row, unweighted)."""
         c = self.config
         mask = attention_mask.bool()
-        x = self.dropout(self.embeddings(input_ids))
-        if c.encoder in ("gru", "lstm"):
+        if c.encoder == "teacher-cut":
+            h = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            x = None
+        else:
+            x = self.dropout(self.embeddings(input_ids))
+        if c.encoder == "teacher-cut":
+            pass
+        elif c.encoder in ("gru", "lstm"):
             lengths = mask.sum(1).clamp(min=1).cpu()
             packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
             h, _ = self.rnn(packed)

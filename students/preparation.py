@@ -25,6 +25,22 @@ def build_vocabulary(tokens: list[np.ndarray], min_count: int, max_vocab: int) -
     return ids[keep], counts[keep]
 
 
+def with_pieces_of(kept: np.ndarray, counts: np.ndarray, inputs: list[str], teacher_tokenizer, recipe: dict,
+                   max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+    """``kept`` and the teacher ids of the documents in ``inputs`` (read as the labels were), with zero counts."""
+    from pipeline.flow.documents import InputStats, iter_documents
+    from pipeline.flow.embed import document_text
+
+    texts = [recipe.get("prefix", "") + document_text(d, recipe["max_chars"])
+             for d in iter_documents(inputs, InputStats())]
+    ids = np.unique(np.concatenate([np.asarray(t, dtype=np.int64) for t in
+                                    teacher_tokenizer(texts, truncation=True, max_length=max_tokens)["input_ids"]]))
+    extra = np.setdiff1d(ids, kept)
+    merged = np.concatenate([kept, extra])
+    order = np.argsort(merged, kind="stable")
+    return merged[order], np.concatenate([counts, np.zeros(len(extra), dtype=counts.dtype)])[order]
+
+
 def kept_positions(length: int, share: float, rng: np.random.Generator) -> np.ndarray:
     """Token dropout: keep the first and last piece (<s>, </s>) and a random ``1 - share`` of the others."""
     keep = rng.random(length) >= share
@@ -160,6 +176,7 @@ def prepare_run(label_dirs: list[str], out: Path, settings: TrainSettings, *, in
     data = load_distillation_data(label_dirs, inputs, teacher_tokenizer, cache=out / "tokenised.npz")
     if settings.max_docs:
         data = data.subset(np.arange(min(settings.max_docs, len(data))))
+    data = data.cut(settings.max_tokens)
     if len(data) < 10:
         raise ValueError(f"only {len(data)} documents with teacher vectors and tokens in {label_dirs}")
     train_data, val_data = data.split(settings.validation_fraction)
@@ -171,6 +188,10 @@ def prepare_run(label_dirs: list[str], out: Path, settings: TrainSettings, *, in
 
     # the vocabulary: pieces seen in training, then the tokenizer that emits only those
     kept, kept_counts = build_vocabulary(train_data.tokens, settings.min_token_count, settings.max_vocab)
+    if settings.encoder == "teacher-cut" and dev_inputs and base is None:
+        # the cut teacher's rows are the teacher's own, meaningful untrained: keep the pieces the served days use too
+        kept, kept_counts = with_pieces_of(kept, kept_counts, dev_inputs, teacher_tokenizer, data.recipe,
+                                           settings.max_tokens)
     tokenizer_dir = out / "tokenizer"
     if base is not None:  # a student that exists keeps its vocabulary: new pieces read as smaller ones or unk
         old_to_new = base.copy_tokenizer(Path(teacher_folder), tokenizer_dir)

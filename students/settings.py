@@ -39,6 +39,15 @@ class TrainSettings:
     gold_margin: float = 0.03
     gold_threshold: float = 0.70  # in the centred space the student learns
     gold_exclude_day: str = ""  # keep this day's pairs out of training, to measure on them
+    # teacher-cut: which teacher layers to keep (bottom-K, spread-K or "0,5,11") and whether its piece rows train
+    kept_layers: str = "bottom-3"
+    train_embeddings: bool = False
+    head_fit_docs: int = 3000  # teacher-cut: documents the ridge-fitted head starts from (0: a random head)
+    # "plateau": halve the rate when the validation loss stalls (per epoch); "one-cycle": warm up over the first
+    # warmup share of all max_epochs' steps, then anneal (per step; a long run's schedule is fixed at its start)
+    schedule: str = "plateau"
+    warmup: float = 0.05
+    checkpoint_every: int = 200  # steps between mid-epoch checkpoints (an epoch can be an hour on a CPU)
     max_docs: int = 0  # 0: all
     seed: int = 0
     threads: int = 0

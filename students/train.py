@@ -50,20 +50,33 @@ def train(label_dirs: list[str], out_dir: str | Path, settings: TrainSettings, *
     run = prepare_run(label_dirs, out, settings, inputs=inputs, teacher_folder=teacher_folder,
                       teacher_tokenizer=AutoTokenizer.from_pretrained(teacher_folder), dev_pairs=dev_pairs,
                       dev_inputs=dev_inputs, gold_labels=gold_labels, init_from=init_from)
-    model, config = build_model(run, settings, Path(teacher_folder), cache_dir, device)
+    resuming = (out / "checkpoint.pt").exists()
+    model, config = build_model(run, settings, Path(teacher_folder), cache_dir, device, resuming=resuming)
     model = model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5,
-                                                           patience=settings.lr_patience)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    steps_per_epoch = len(length_bucketed_batches(run.lengths, settings.batch_size, np.random.default_rng(0)))
+    scheduler = make_scheduler(optimizer, settings, steps_per_epoch)
     checkpoint = Checkpoint(out / "checkpoint.pt", run_key(settings, label_dirs, len(run.data), int(len(run.tokenizer)),
                                                            run.base.version if run.base is not None else None))
-    history, best_val, stale = checkpoint.resume(model, optimizer, scheduler, device)
+    history, best_val, stale, partial = checkpoint.resume(model, optimizer, scheduler, device)
     objective = Objective(model, config, settings, run.weights, device, run.gold)
+    print(f"{config.arch_name}: {sum(p.numel() for p in trainable):,} trainable parameters, "
+          f"{steps_per_epoch} steps an epoch of {len(run.train_data)} documents", flush=True)
     for epoch in range(len(history), settings.max_epochs):
         if stale >= settings.early_stopping:
             break
-        row = run_epoch(epoch, run, objective, optimizer, settings, device, progress)
-        scheduler.step(row["val_loss_exact"])
+
+        def save_partial(step: int, losses: list[float]) -> None:
+            checkpoint.save(model, optimizer, scheduler, history, best_val, stale,
+                            {"step": step, "losses": losses, "torch_rng": torch.get_rng_state()})  # dropout resumes
+
+        row = run_epoch(epoch, run, objective, optimizer, settings, device, progress,
+                        scheduler=scheduler if settings.schedule == "one-cycle" else None,
+                        partial=partial, save_partial=save_partial)
+        partial = None
+        if settings.schedule == "plateau":
+            scheduler.step(row["val_loss_exact"])
         row["lr"] = optimizer.param_groups[0]["lr"]
         val_loss = row.pop("val_loss_exact")
         if run.dev is not None:
@@ -86,9 +99,25 @@ def train(label_dirs: list[str], out_dir: str | Path, settings: TrainSettings, *
             "validation": len(run.val_data), "vocab": int(len(run.tokenizer)), "dev_documents_in_training": run.overlap}
 
 
+def make_scheduler(optimizer, settings: TrainSettings, steps_per_epoch: int):
+    import torch
+
+    if settings.schedule == "one-cycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=settings.learning_rate, total_steps=max(1, steps_per_epoch * settings.max_epochs),
+            pct_start=settings.warmup, anneal_strategy="cos", cycle_momentum=False)
+    if settings.schedule != "plateau":
+        raise ValueError(f"schedule must be plateau or one-cycle, not {settings.schedule!r}")
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=settings.lr_patience)
+
+
 def run_epoch(epoch: int, run: PreparedRun, objective: Objective, optimizer, settings: TrainSettings, device: str,
-              progress: bool) -> dict:
-    """One pass over the training batches, then the validation loss and cosine; the epoch's history row."""
+              progress: bool, scheduler=None, partial: dict | None = None, save_partial=None) -> dict:
+    """One pass over the training batches, then the validation loss and cosine; the epoch's history row.
+
+    ``scheduler`` steps after every batch (one-cycle). ``partial`` resumes the epoch after its first ``step``
+    batches (the order is the same on every run: it comes from the seed and the epoch); ``save_partial(step,
+    losses)`` is called every ``settings.checkpoint_every`` batches."""
     import torch
     from tqdm import tqdm
 
@@ -97,10 +126,17 @@ def run_epoch(epoch: int, run: PreparedRun, objective: Objective, optimizer, set
     rng = np.random.default_rng(settings.seed + epoch)
     model.train()
     lam = epoch / max(1, settings.max_epochs - 1)
-    train_losses = []
-    bar = tqdm(length_bucketed_batches(run.lengths, settings.batch_size, rng), desc=f"epoch {epoch + 1}",
-               unit="batch", disable=not progress)
-    for rows in bar:
+    batches = length_bucketed_batches(run.lengths, settings.batch_size, rng)
+    first = partial["step"] if partial else 0
+    train_losses = list(partial["losses"]) if partial else []
+    if first:
+        print(f"resuming epoch {epoch + 1} after {first} of {len(batches)} batches", flush=True)
+        if partial.get("torch_rng") is not None:
+            torch.set_rng_state(partial["torch_rng"])
+    bar = tqdm(batches, desc=f"epoch {epoch + 1}", unit="batch", disable=not progress, initial=first,
+               total=len(batches))
+    done_docs, timer = 0, time.perf_counter()
+    for step, rows in enumerate(batches[first:], start=first + 1):
         loss = objective.batch_loss(rows, run.train_tokens, run.train_data, rng)
         if run.gold is not None and len(run.gold):
             loss = loss + settings.gold_weight * objective.gold_loss(rng, lam)
@@ -108,8 +144,17 @@ def run_epoch(epoch: int, run: PreparedRun, objective: Objective, optimizer, set
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         train_losses.append(loss.item())
-        bar.set_postfix(loss=f"{np.mean(train_losses[-50:]):.4f}")
+        done_docs += len(rows)
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(train_losses[-50:]):.4f}",
+                        docs_s=f"{done_docs / (time.perf_counter() - timer):.1f}")
+        if save_partial is not None and settings.checkpoint_every and step % settings.checkpoint_every == 0 \
+                and step < len(batches):
+            save_partial(step, train_losses)
+    bar.close()
     val_loss, val_cosine = validate(run, objective, device)
     # the row's keys in the order history.json has always had them ("lr" is filled in after the scheduler step)
     return {"epoch": epoch + 1, "train_loss": round(float(np.mean(train_losses)), 5), "val_loss": round(val_loss, 5),

@@ -208,7 +208,7 @@ def _add_train(ssub) -> None:
     p.add_argument("--dev-pairs", help="labelled pairs scored each epoch (e.g. ../shared/data/eval/dev_pairs.tsv)")
     p.add_argument("--dev-input", action="append", metavar="PATH", help="documents of the dev pairs' days")
     p.add_argument("--arch", dest="encoder", choices=["gru", "lstm", "transformer", "cnn", "ffn", "static",
-                                                       "static-cnn"])
+                                                       "static-cnn", "teacher-cut"])
     p.add_argument("--unidirectional", dest="bidirectional", action="store_false", default=None,
                    help="gru/lstm: one direction only")
     p.add_argument("--layers", dest="num_layers", type=int)
@@ -246,6 +246,14 @@ def _add_train(ssub) -> None:
                    help="the saved student's token table: float (fp16 on disk) or int8 with a scale per row")
     p.add_argument("--raw-targets", dest="center_targets", action="store_false", default=None,
                    help="distil the teacher's vectors as they are, not centred on their mean")
+    p.add_argument("--max-tokens", type=int, help="pieces the student reads (the labels' token ids are cut to it)")
+    p.add_argument("--kept-layers", help="teacher-cut: bottom-K, spread-K (keeps the top layer) or e.g. 0,5,11")
+    p.add_argument("--train-embeddings", action="store_true", default=None,
+                   help="teacher-cut: train the piece rows too (default: frozen at the teacher's)")
+    p.add_argument("--head-fit-docs", type=int, help="teacher-cut: documents the ridge-fitted head starts from")
+    p.add_argument("--schedule", choices=["plateau", "one-cycle"])
+    p.add_argument("--warmup", type=float, help="one-cycle: share of all steps spent warming up")
+    p.add_argument("--checkpoint-every", type=int, help="steps between mid-epoch checkpoints (0: per epoch only)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_settings(p, ("home", "device", "threads"))
     p.set_defaults(func=cmd_students_train)

@@ -1,0 +1,140 @@
+"""Serving a ``teacher-cut`` student through ONNX Runtime, with its layers in dynamic int8.
+
+Why: on these CPUs ONNX Runtime's fused attention and int8 MatMuls run a cut BERT faster than torch (README,
+*Where the students stand*). The folder keeps one copy of each weight: ``model.safetensors`` holds the piece table
+(int8 with a scale per row, read by both runtimes) and the layers in fp16 (torch: training, ``retrain`` and the
+fallback); ``model.onnx`` holds the layers (and the head) in int8 and starts from the gathered piece rows
+(``inputs_embeds``), so the table is not stored twice. ``newsevents_encoder.json`` says ``"runtime": "onnxruntime"``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.model_folder import ENCODER_SETTINGS_FILE, EncoderSettings, model_version
+
+ONNX_FILE = "model.onnx"
+TABLE_KEYS = ("bert.embeddings.word_embeddings.weight_int8", "bert.embeddings.word_embeddings.scale")
+
+
+def onnx_served(folder: Path) -> bool:
+    settings = json.loads((Path(folder) / ENCODER_SETTINGS_FILE).read_text()) if (
+        Path(folder) / ENCODER_SETTINGS_FILE).exists() else {}
+    return settings.get("runtime") == "onnxruntime" and (Path(folder) / ONNX_FILE).exists()
+
+
+def export_onnx(folder: Path, quantize: str = "int8", per_channel: bool = True) -> Path:
+    """Write ``folder/model.onnx`` from the folder's torch weights (its table stored as int8 rows first) and mark
+    the folder as served by ONNX Runtime. ``quantize``: ``int8`` (dynamic, MatMul weights) or ``none``."""
+    import tempfile
+
+    import torch
+
+    from students.modeling import StudentModel
+
+    folder = Path(folder)
+    model = StudentModel.from_pretrained(folder, dtype=torch.float32).eval()
+    if model.config.encoder != "teacher-cut":
+        raise ValueError(f"{folder}: ONNX serving is for teacher-cut students, not {model.config.encoder}")
+    if model.config.embedding_storage != "int8":  # the table both runtimes read: int8 rows in the safetensors
+        model.with_embedding_storage("int8")
+        model.half().save_pretrained(folder, safe_serialization=True)
+        model = model.float()
+    wrapper = _FromRows(model).eval()
+    hidden = model.bert.config.hidden_size
+    rows, mask = torch.randn(2, 16, hidden), torch.ones(2, 16, dtype=torch.long)
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = Path(tmp) / "plain.onnx"
+        torch.onnx.export(wrapper, (rows, mask), str(plain), input_names=["inputs_embeds", "attention_mask"],
+                          output_names=["vectors"], opset_version=17, dynamo=False,
+                          dynamic_axes={"inputs_embeds": {0: "batch", 1: "tokens"},
+                                        "attention_mask": {0: "batch", 1: "tokens"}, "vectors": {0: "batch"}})
+        if quantize == "int8":
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantize_dynamic(str(plain), str(folder / ONNX_FILE), weight_type=QuantType.QInt8,
+                             per_channel=per_channel, op_types_to_quantize=["MatMul"])
+        elif quantize == "none":
+            (folder / ONNX_FILE).write_bytes(plain.read_bytes())
+        else:
+            raise ValueError(f"quantize must be int8 or none, not {quantize!r}")
+    settings_path = folder / ENCODER_SETTINGS_FILE
+    settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}
+    settings.update({"runtime": "onnxruntime", "onnx_quantize": quantize})
+    settings_path.write_text(json.dumps(settings, indent=2))
+    return folder / ONNX_FILE
+
+
+def _FromRows(model):
+    """The student from gathered piece rows to unit vectors (what the ONNX graph computes)."""
+    import torch
+
+    class FromRows(torch.nn.Module):
+        def __init__(self, student):
+            super().__init__()
+            self.student = student
+
+        def forward(self, inputs_embeds, attention_mask):
+            student = self.student
+            states = student.bert(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
+            weights = attention_mask.unsqueeze(-1).to(states.dtype)
+            pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+            vectors = student.heads[student.config.primary_head](pooled)
+            return torch.nn.functional.normalize(vectors, dim=-1)
+
+    return FromRows(model)
+
+
+class OnnxStudentEncoder:
+    """``encode(texts) -> (n, dim)`` unit vectors from a teacher-cut folder exported by ``export_onnx``: the pruned
+    tokenizer, the int8 piece rows gathered in numpy, the layers in ONNX Runtime. No torch is imported."""
+
+    def __init__(self, folder: str | Path, max_length: int = 256, threads: int | None = None):
+        import onnxruntime
+        from safetensors.numpy import load_file
+        from transformers import AutoTokenizer
+
+        self.folder = Path(folder)
+        self.settings = EncoderSettings.from_folder(self.folder)
+        config = json.loads((self.folder / "config.json").read_text())
+        self.max_length = min(max_length, int(config["bert_config"]["max_position_embeddings"]))
+        self.pad_id = int(config["pad_token_id"])
+        self.dim = int(next(iter(config["heads"].values())))
+        tensors = load_file(str(self.folder / "model.safetensors"))
+        self.table = tensors[TABLE_KEYS[0]]
+        self.scale = tensors[TABLE_KEYS[1]].astype(np.float32)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(str(self.folder / ONNX_FILE), options,
+                                                    providers=["CPUExecutionProvider"])
+        self.device = "cpu"
+        self.version = model_version(self.folder)
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer([self.settings.prefix + t for t in texts], truncation=True,
+                              max_length=self.max_length)["input_ids"]
+
+    def encode_ids(self, token_lists: list, batch_size: int = 32) -> np.ndarray:
+        """Token id lists (in the student's vocabulary) → unit vectors, in input order; batches by length."""
+        out = np.zeros((len(token_lists), self.dim), dtype=np.float32)
+        order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            length = max(1, max(len(token_lists[i]) for i in idx))
+            ids = np.full((len(idx), length), self.pad_id, dtype=np.int64)
+            mask = np.zeros((len(idx), length), dtype=np.int64)
+            for row, i in enumerate(idx):
+                ids[row, :len(token_lists[i])] = token_lists[i]
+                mask[row, :len(token_lists[i])] = 1
+            rows = self.table[ids].astype(np.float32) * self.scale[ids]
+            out[idx] = self.session.run(None, {"inputs_embeds": rows, "attention_mask": mask})[0]
+        return out
+
+    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        return self.encode_ids(self.tokenize(texts), batch_size)

@@ -1,0 +1,141 @@
+"""The teacher-cut student: cut from the tiny teacher's own weights, trained with mid-epoch checkpoints that resume
+exactly, and served through ONNX Runtime in int8."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.flow.parse import parse_html
+from students.cut import copy_teacher_weights, cut_bert_config, new_to_old_ids, parse_kept_layers
+from students.encoder import StudentEncoder, pad_batch
+from students.modeling import StudentConfig, StudentModel
+from students.vocab import prune_tokenizer, seen_token_ids
+
+
+def test_kept_layer_specs():
+    assert parse_kept_layers("bottom-3", 12) == [0, 1, 2]
+    assert parse_kept_layers("spread-3", 12) == [0, 6, 11]  # keeps the top layer
+    assert parse_kept_layers("spread-2", 12) == [0, 11]
+    assert parse_kept_layers("0,5,11", 12) == [0, 5, 11]
+    for bad in ("bottom-13", "12", "", "bottom-0"):
+        with pytest.raises(ValueError):
+            parse_kept_layers(bad, 12)
+
+
+def _titles(contest_docs, n: int = 60) -> list[str]:
+    return ["passage: " + parse_html(raw, doc_id).title for doc_id, raw in list(contest_docs.items())[:n]]
+
+
+def _cut_student(teacher: Path, texts: list[str], layers: list[int], folder: Path) -> tuple[StudentModel, list]:
+    from transformers import AutoTokenizer
+
+    teacher_ids = AutoTokenizer.from_pretrained(teacher)(texts, truncation=True, max_length=64)["input_ids"]
+    old_to_new = prune_tokenizer(teacher, seen_token_ids(np.asarray(t) for t in teacher_ids), folder)
+    vocab, pad = int(old_to_new.max()) + 1, int(old_to_new[1])
+    config = StudentConfig(encoder="teacher-cut", num_layers=len(layers), aggregation="mean", heads={"e5": 32},
+                           vocab_size=vocab, pad_token_id=pad, dropout=0.0, kept_layers=layers,
+                           bert_config=cut_bert_config(teacher, layers, vocab, pad, 64))
+    model = StudentModel(config)
+    copy_teacher_weights(model, teacher, layers, new_to_old_ids(old_to_new, vocab))
+    return model.eval(), [old_to_new[np.asarray(t)] for t in teacher_ids]
+
+
+def test_a_cut_keeping_every_layer_is_the_teacher(tiny_model_dir, contest_docs, tmp_path):
+    """Every kept weight comes from the teacher: with all its layers and the pieces it reads, the cut computes the
+    teacher's own mean-pooled states (on ids remapped into the pruned vocabulary)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    texts = _titles(contest_docs)
+    model, student_ids = _cut_student(tiny_model_dir, texts, [0, 1], tmp_path / "tok")
+    teacher = AutoModel.from_pretrained(tiny_model_dir).eval()
+    batch = AutoTokenizer.from_pretrained(tiny_model_dir)(texts[:8], truncation=True, max_length=64, padding=True,
+                                                           return_tensors="pt")
+    ids, mask = pad_batch(student_ids[:8], model.config.pad_token_id)
+    with torch.no_grad():
+        states = teacher(**batch).last_hidden_state
+        weights = batch["attention_mask"].unsqueeze(-1).float()
+        expected = (states * weights).sum(1) / weights.sum(1)
+        got = model.encode_tokens(ids, mask)
+    assert torch.allclose(got, expected, atol=1e-4)
+
+    bottom, _ = _cut_student(tiny_model_dir, texts, [1], tmp_path / "tok1")  # layer 1 renumbered as layer 0
+    assert torch.equal(bottom.bert.encoder.layer[0].attention.self.query.weight,
+                       teacher.encoder.layer[1].attention.self.query.weight)
+
+
+def _train(labels: Path, out: Path, teacher: Path, **overrides):
+    from students.settings import TrainSettings
+    from students.train import train
+
+    settings = TrainSettings(**{"encoder": "teacher-cut", "kept_layers": "bottom-1", "max_tokens": 48,
+                                "batch_size": 4, "learning_rate": 1e-3, "max_epochs": 1, "min_token_count": 1,
+                                "schedule": "one-cycle", "checkpoint_every": 3, "head_fit_docs": 16, "threads": 1,
+                                **overrides})
+    return train([str(labels)], out, settings, teacher_folder=teacher, progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_labels(tiny_model_dir, contest_docs, tmp_path_factory) -> Path:
+    """Labels of 48 real contest documents by the tiny teacher (vectors and the token ids it read)."""
+    from teacher.encoder import HFEncoder
+    from teacher.label import label
+
+    docs = [parse_html(raw, doc_id) for doc_id, raw in list(contest_docs.items())[:48]]
+    out = tmp_path_factory.mktemp("labels") / "labels"
+    label(docs, HFEncoder(tiny_model_dir), out, max_chars=600, shard_size=16, progress=False)
+    return out
+
+
+def test_a_crashed_epoch_resumes_from_its_last_checkpoint_exactly(tiny_labels, tiny_model_dir, tmp_path, monkeypatch):
+    import students.train as train_module
+
+    whole = _train(tiny_labels, tmp_path / "whole", tiny_model_dir)
+    real_save = train_module.Checkpoint.save
+    saves = []
+
+    def crash_after_first_partial(self, *args, **kwargs):
+        real_save(self, *args, **kwargs)
+        saves.append(args[-1] if len(args) > 6 else kwargs.get("partial"))
+        if saves[-1] is not None:
+            raise KeyboardInterrupt("killed mid-epoch")
+
+    monkeypatch.setattr(train_module.Checkpoint, "save", crash_after_first_partial)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tiny_labels, tmp_path / "crashed", tiny_model_dir)
+    assert saves and saves[0]["step"] == 3
+    monkeypatch.setattr(train_module.Checkpoint, "save", real_save)
+    resumed = _train(tiny_labels, tmp_path / "crashed", tiny_model_dir)
+    assert resumed["history"][0]["train_loss"] == whole["history"][0]["train_loss"]
+    a = StudentModel.from_pretrained(tmp_path / "whole" / "model").state_dict()
+    b = StudentModel.from_pretrained(tmp_path / "crashed" / "model").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a), "the resumed run trained to other weights"
+    config = json.loads((tmp_path / "whole" / "model" / "config.json").read_text())
+    assert config["encoder"] == "teacher-cut" and config["kept_layers"] == [0]
+    assert config["bert_config"]["max_position_embeddings"] == 48
+
+
+def test_the_onnx_int8_student_serves_the_torch_students_vectors(tiny_labels, tiny_model_dir, contest_docs,
+                                                                  tmp_path):
+    from pipeline.models import load_encoder
+    from students.onnx_serving import OnnxStudentEncoder, export_onnx
+
+    _train(tiny_labels, tmp_path / "run", tiny_model_dir, checkpoint_every=0)
+    folder = tmp_path / "run" / "model"
+    texts = [parse_html(raw, doc_id).text for doc_id, raw in list(contest_docs.items())[100:140]]
+    reference = StudentEncoder(folder).encode(texts)
+    assert StudentEncoder(folder).max_length == 48  # the cut reads no more than it was trained on
+    export_onnx(folder, "int8")
+    served = load_encoder(folder, device="cpu")
+    assert isinstance(served, OnnxStudentEncoder)
+    vectors = served.encode(texts, batch_size=7)
+    assert vectors.shape == reference.shape
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    assert np.mean(np.sum(vectors * reference, axis=1)) > 0.98
+    fallback = load_encoder(folder, device="cpu", quantize="int8")  # torch stays the fallback
+    assert isinstance(fallback, StudentEncoder)
+    assert np.mean(np.sum(fallback.encode(texts) * reference, axis=1)) > 0.98
