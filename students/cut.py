@@ -95,3 +95,26 @@ def new_to_old_ids(old_to_new: np.ndarray, vocab_size: int, unk_old: int = 3) ->
     new_to_old[old_to_new[kept]] = kept
     new_to_old[old_to_new[unk_old]] = unk_old
     return new_to_old
+
+
+# --- the piece table in the teacher's own 4-bit blocks (numpy only: ONNX serving imports no torch) -----
+Q4_BLOCK = 32  # weights per block, as in the teacher's own Q4_0 file (teacher/provision.py)
+
+
+def q4_0_pack(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float rows (n, d) → (nibbles (n, d/2) uint8, scales (n, d/32) fp16) by ggml's Q4_0 rule: per block of 32
+    the value of largest magnitude is -8 scale. Exact for rows that were Q4_0 already: the teacher's piece rows."""
+    n, d = rows.shape
+    blocks = rows.astype(np.float32).reshape(n, d // Q4_BLOCK, Q4_BLOCK)
+    extreme = np.take_along_axis(blocks, np.abs(blocks).argmax(-1)[..., None], -1)
+    scale = (extreme / -8.0).astype(np.float16)
+    inverse = np.where(scale != 0, 1.0 / scale.astype(np.float32), 0.0)
+    nibbles = np.clip(np.round(blocks * inverse) + 8, 0, 15).astype(np.uint8).reshape(n, d)
+    return (nibbles[:, 0::2] | (nibbles[:, 1::2] << 4)).astype(np.uint8), scale[..., 0]
+
+
+def q4_0_unpack(packed: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """The inverse of ``q4_0_pack`` for any leading shape: (..., d/2) uint8 and (..., d/32) → (..., d) float32."""
+    nibbles = np.stack([packed & 15, packed >> 4], axis=-1).reshape(*packed.shape[:-1], packed.shape[-1] * 2)
+    values = (nibbles.astype(np.float32) - 8.0).reshape(*scales.shape, Q4_BLOCK)
+    return (values * scales.astype(np.float32)[..., None]).reshape(nibbles.shape)

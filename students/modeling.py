@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
+from students.cut import Q4_BLOCK, q4_0_pack, q4_0_unpack
+
 ENCODERS = ("gru", "lstm", "transformer", "cnn", "ffn", "static", "static-cnn", "teacher-cut")
 AGGREGATIONS = ("mean", "attentive", "cls")
 
@@ -49,9 +51,10 @@ class StudentConfig(PretrainedConfig):
         self.num_attention_heads = num_attention_heads
         self.max_positions = max_positions
         self.kernel_size = kernel_size
-        if embedding_storage not in ("float", "int8"):
-            raise ValueError(f"embedding_storage must be float or int8, not {embedding_storage!r}")
-        self.embedding_storage = embedding_storage  # int8: the table on disk and in memory, a scale per row
+        if embedding_storage not in ("float", "int8", "q4"):
+            raise ValueError(f"embedding_storage must be float, int8 or q4, not {embedding_storage!r}")
+        # int8: the table on disk and in memory, a scale per row; q4: the teacher's Q4_0 blocks (a cut teacher's)
+        self.embedding_storage = embedding_storage
         self.token_target_dim = token_target_dim  # > 0: a training-only head predicting the teacher's token states
         # teacher-cut: the cut teacher's BertConfig (its layers, width, vocabulary) and which teacher layers it kept
         self.bert_config = dict(bert_config) if bert_config else None
@@ -114,6 +117,40 @@ class Int8Embedding(nn.Module):
         return self.weight_int8[input_ids].float() * self.scale[input_ids].float()
 
 
+class Q4Embedding(nn.Module):
+    """A frozen token table in the teacher's 4-bit blocks (4.5 bits a weight): a cut teacher's piece rows at a
+    seventh of fp32 and bit-exact, since the teacher's table was Q4_0 to begin with."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int):
+        super().__init__()
+        self.register_buffer("weight_q4", torch.zeros(num_embeddings, embedding_dim // 2, dtype=torch.uint8))
+        self.register_buffer("scale", torch.zeros(num_embeddings, embedding_dim // Q4_BLOCK, dtype=torch.float16))
+
+    @classmethod
+    def from_float(cls, embedding: nn.Embedding) -> "Q4Embedding":
+        packed, scale = q4_0_pack(embedding.weight.detach().float().cpu().numpy())
+        module = cls(*embedding.weight.shape)
+        module.weight_q4.copy_(torch.as_tensor(packed))
+        module.scale.copy_(torch.as_tensor(scale))
+        return module
+
+    def to_float(self, padding_idx: int | None) -> nn.Embedding:
+        rows = q4_0_unpack(self.weight_q4.cpu().numpy(), self.scale.cpu().numpy())
+        embedding = nn.Embedding(*rows.shape, padding_idx=padding_idx)
+        with torch.no_grad():
+            embedding.weight.copy_(torch.as_tensor(rows))
+        return embedding
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        packed = self.weight_q4[input_ids]
+        nibbles = torch.stack([packed & 15, packed >> 4], dim=-1).flatten(-2).float() - 8.0
+        scales = self.scale[input_ids].float().repeat_interleave(Q4_BLOCK, dim=-1)
+        return nibbles * scales
+
+
+TABLES = {"int8": Int8Embedding, "q4": Q4Embedding}
+
+
 class StudentModel(PreTrainedModel):
     config_class = StudentConfig
     base_model_prefix = "student"
@@ -126,11 +163,13 @@ class StudentModel(PreTrainedModel):
             from students.cut import cut_bert
 
             self.bert = cut_bert(c)
-            if c.embedding_storage == "int8":
-                self.bert.embeddings.word_embeddings = Int8Embedding(c.vocab_size, self.bert.config.hidden_size)
+            if c.embedding_storage != "float":
+                self.bert.embeddings.word_embeddings = TABLES[c.embedding_storage](c.vocab_size,
+                                                                                   self.bert.config.hidden_size)
             width = self.bert.config.hidden_size
         else:
-            self.embeddings = (Int8Embedding(c.vocab_size, c.embedding_dim) if c.embedding_storage == "int8" else
+            self.embeddings = (TABLES[c.embedding_storage](c.vocab_size, c.embedding_dim)
+                               if c.embedding_storage != "float" else
                                nn.Embedding(c.vocab_size, c.embedding_dim, padding_idx=c.pad_token_id))
         self.dropout = nn.Dropout(c.dropout)
         if c.encoder == "teacher-cut":
@@ -194,8 +233,9 @@ class StudentModel(PreTrainedModel):
         owner, name = (self.bert.embeddings, "word_embeddings") if self.config.encoder == "teacher-cut" else (
             self, "embeddings")
         table = getattr(owner, name)
-        setattr(owner, name, Int8Embedding.from_float(table) if storage == "int8" else
-                table.to_float(self.config.pad_token_id))
+        if not isinstance(table, nn.Embedding):
+            table = table.to_float(self.config.pad_token_id)
+        setattr(owner, name, TABLES[storage].from_float(table) if storage != "float" else table)
         self.config.embedding_storage = storage
         return self
 

@@ -2,7 +2,7 @@
 
 Why: on these CPUs ONNX Runtime's fused attention and int8 MatMuls run a cut BERT faster than torch (README,
 *Where the students stand*). The folder keeps one copy of each weight: ``model.safetensors`` holds the piece table
-(int8 with a scale per row, read by both runtimes) and the layers in fp16 (torch: training, ``retrain`` and the
+(in the teacher's own Q4_0 blocks, bit-exact, read by both runtimes) and the layers in fp16 (torch: training, ``retrain`` and the
 fallback); ``model.onnx`` holds the layers (and the head) in int8 and starts from the gathered piece rows
 (``inputs_embeds``), so the table is not stored twice. ``newsevents_encoder.json`` says ``"runtime": "onnxruntime"``.
 """
@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.model_folder import ENCODER_SETTINGS_FILE, EncoderSettings, model_version
+from students.cut import q4_0_unpack
 
 ONNX_FILE = "model.onnx"
-TABLE_KEYS = ("bert.embeddings.word_embeddings.weight_int8", "bert.embeddings.word_embeddings.scale")
+TABLE_KEYS = ("bert.embeddings.word_embeddings.weight_q4", "bert.embeddings.word_embeddings.scale")
 
 
 def onnx_served(folder: Path) -> bool:
@@ -39,8 +40,8 @@ def export_onnx(folder: Path, quantize: str = "int8", per_channel: bool = True) 
     model = StudentModel.from_pretrained(folder, dtype=torch.float32).eval()
     if model.config.encoder != "teacher-cut":
         raise ValueError(f"{folder}: ONNX serving is for teacher-cut students, not {model.config.encoder}")
-    if model.config.embedding_storage != "int8":  # the table both runtimes read: int8 rows in the safetensors
-        model.with_embedding_storage("int8")
+    if model.config.embedding_storage != "q4":  # the table both runtimes read, stored once in the safetensors
+        model.with_embedding_storage("q4")
         model.half().save_pretrained(folder, safe_serialization=True)
         model = model.float()
     wrapper = _FromRows(model).eval()
@@ -104,8 +105,7 @@ class OnnxStudentEncoder:
         self.pad_id = int(config["pad_token_id"])
         self.dim = int(next(iter(config["heads"].values())))
         tensors = load_file(str(self.folder / "model.safetensors"))
-        self.table = tensors[TABLE_KEYS[0]]
-        self.scale = tensors[TABLE_KEYS[1]].astype(np.float32)
+        self.table, self.scale = tensors[TABLE_KEYS[0]], tensors[TABLE_KEYS[1]]
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
         options = onnxruntime.SessionOptions()
         if threads:
@@ -132,7 +132,7 @@ class OnnxStudentEncoder:
             for row, i in enumerate(idx):
                 ids[row, :len(token_lists[i])] = token_lists[i]
                 mask[row, :len(token_lists[i])] = 1
-            rows = self.table[ids].astype(np.float32) * self.scale[ids]
+            rows = q4_0_unpack(self.table[ids], self.scale[ids])
             out[idx] = self.session.run(None, {"inputs_embeds": rows, "attention_mask": mask})[0]
         return out
 

