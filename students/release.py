@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_BAR = 0.01  # the student may be at most this much F1 under the centred teacher
+DEFAULT_BAR = 0.01  # the student may be at most this much F1 under the teacher (raw or centred, the better)
+QUANTISED_BAR = 0.005  # an int8 student is served only this close to its fp32 self
 
 
 def centred(embedded: list, centre: np.ndarray) -> list:
@@ -46,23 +47,78 @@ def teacher_documents(evaluator, teacher_labels: str | None, teacher_encoder) ->
 
 def release_record(student_dir: Path, evaluator, teacher_docs: list, bar: float = DEFAULT_BAR,
                    reproduce: str = "") -> dict:
+    """The student's and the teacher's dev scores (each at its best threshold and centring) and the verdict. A
+    student exported for ONNX Runtime (``students.onnx_serving``) is scored in fp32 (torch) and in int8 (ONNX
+    Runtime); int8 is served only within ``QUANTISED_BAR`` of its fp32 self (``record["runtime"]`` says which)."""
     from students.encoder import StudentEncoder
+    from students.onnx_serving import OnnxStudentEncoder, onnx_served
 
     training = json.loads((student_dir / "training.json").read_text())
     centre = np.asarray(next(iter(training["target_centres"].values())), dtype=np.float32)
-    student = evaluator(StudentEncoder(student_dir))
+    runtime, quantisation = "torch", None
+    if onnx_served(student_dir):
+        fp32_docs = evaluator.embedded(StudentEncoder(student_dir))
+        int8_docs = evaluator.embedded(OnnxStudentEncoder(student_dir))
+        fp32, int8 = evaluator.score(fp32_docs), evaluator.score(int8_docs)
+        cosine = np.array([float(a.vector @ b.vector) for a, b in zip(fp32_docs, int8_docs)])
+        runtime = "onnxruntime-int8" if int8["stream_f1"] >= fp32["stream_f1"] - QUANTISED_BAR else "torch"
+        student = int8 if runtime == "onnxruntime-int8" else fp32
+        quantisation = {"fp32_stream_f1": fp32["stream_f1"], "int8_stream_f1": int8["stream_f1"],
+                        "bar": QUANTISED_BAR, "cosine_int8_to_fp32_mean": round(float(cosine.mean()), 5),
+                        "cosine_int8_to_fp32_min": round(float(cosine.min()), 5)}
+    else:
+        student = evaluator(StudentEncoder(student_dir))
     teacher_raw = evaluator.score(teacher_docs)
     teacher = evaluator.score(centred(teacher_docs, centre))
+    to_match = max(teacher_raw, teacher, key=lambda score: score["stream_f1"])
     size_mb = sum(f.stat().st_size for f in student_dir.iterdir() if f.is_file()) / 1e6
     for score in (student, teacher_raw, teacher):
         score.pop("curve", None)
     return {"student": student, "teacher_centred": teacher, "teacher_raw": teacher_raw, "bar": bar,
-            "gap": round(teacher["stream_f1"] - student["stream_f1"], 4),
-            "serve_by_default": student["stream_f1"] >= teacher["stream_f1"] - bar,
-            "size_mb": round(size_mb, 2), "dev_pairs": evaluator.pairs_path, "dev_inputs": evaluator.inputs,
+            "gap": round(to_match["stream_f1"] - student["stream_f1"], 4),
+            "serve_by_default": student["stream_f1"] >= to_match["stream_f1"] - bar,
+            "runtime": runtime, "quantisation": quantisation,
+            "size_mb": round(size_mb, 2), "dev_pairs": _relative(evaluator.pairs_path),
+            "dev_inputs": [_relative(p) for p in evaluator.inputs],
             "released_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "reproduce": reproduce,
             "training": {k: training.get(k) for k in ("teachers", "labels", "documents", "settings", "epoch",
                                                       "continued_from")}}
+
+
+def staged_release(student_dir: Path, staging: Path) -> Path:
+    """A copy of the trained folder to score and ship; a teacher-cut student is exported for ONNX Runtime there."""
+    from pipeline.model_folder import is_student_folder
+    from students.onnx_serving import export_onnx
+
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(student_dir, staging)
+    config = json.loads((staging / "config.json").read_text()) if is_student_folder(staging) else {}
+    if config.get("encoder") == "teacher-cut":
+        export_onnx(staging, "int8")
+    return staging
+
+
+def settle_release(folder: Path, record: dict) -> None:
+    """Write what the record decided into the folder: the runtime it serves by and its space and threshold."""
+    from pipeline.model_folder import ENCODER_SETTINGS_FILE, write_cluster_threshold
+    from students.onnx_serving import ONNX_FILE
+
+    if record["runtime"] == "torch" and (folder / ONNX_FILE).exists():  # int8 lost too much: torch serves it
+        (folder / ONNX_FILE).unlink()
+        settings = json.loads((folder / ENCODER_SETTINGS_FILE).read_text())
+        settings["runtime"] = "torch"
+        (folder / ENCODER_SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
+    student = record["student"]
+    write_cluster_threshold(folder, student["threshold"], tuned_on="dev pairs (students ship)",
+                            centring=student["centring"])
+
+
+def _relative(path: str) -> str:
+    """Paths in a committed record: relative to the working directory when below it, else as given."""
+    try:
+        return os.path.relpath(path) if not os.path.relpath(path).startswith("../../") else path
+    except ValueError:
+        return path
 
 
 def ship(student_dir: Path, destination: Path, record: dict) -> Path:

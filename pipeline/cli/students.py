@@ -66,8 +66,10 @@ def cmd_students_evaluate(args: argparse.Namespace) -> int:
 def cmd_students_ship(args: argparse.Namespace) -> int:
     from pipeline.models import SHIPPED_STUDENT, load_encoder
     from pipeline.ops.demo import DEFAULT_INPUT
-    from students.evaluation import DevPairEvaluator
-    from students.release import release_record, ship, teacher_documents
+    import shutil
+
+    from students.evaluation import CENTRINGS, DevPairEvaluator
+    from students.release import release_record, settle_release, ship, staged_release, teacher_documents
 
     settings = load_settings(args)
     pairs = args.pairs or str(DEFAULT_INPUT.parents[1] / "eval" / "dev_pairs.tsv")
@@ -77,29 +79,36 @@ def cmd_students_ship(args: argparse.Namespace) -> int:
             return fail(f"no such file or directory: {path}")
     if not (Path(args.model) / "training.json").exists():
         return fail(f"{args.model} is not a trained student folder (no training.json)")
-    evaluator = DevPairEvaluator(pairs, inputs, settings.max_chars)
+    evaluator = DevPairEvaluator(pairs, inputs, settings.max_chars, centrings=CENTRINGS)
     teacher = None if args.teacher_labels else load_encoder(
         settings.teacher_dir if args.teacher == "e5" else Path(args.teacher), max_length=settings.max_length,
         threads=settings.threads or None)
+    destination = Path(args.to) if args.to else SHIPPED_STUDENT
+    staging = staged_release(Path(args.model), destination.with_name(destination.name + ".staging"))
     try:
-        record = release_record(Path(args.model), evaluator, teacher_documents(evaluator, args.teacher_labels,
-                                                                                teacher),
+        record = release_record(staging, evaluator, teacher_documents(evaluator, args.teacher_labels, teacher),
                                 bar=args.bar, reproduce=args.reproduce or "")
+        settle_release(staging, record)
+        if record["size_mb"] > args.max_mb:
+            return fail(f"{args.model} is {record['size_mb']} MB, over --max-mb {args.max_mb}")
+        ship(staging, destination, record)
     except ValueError as err:
         return fail(str(err))
-    destination = Path(args.to) if args.to else SHIPPED_STUDENT
-    if record["size_mb"] > args.max_mb:
-        return fail(f"{args.model} is {record['size_mb']} MB, over --max-mb {args.max_mb}")
-    ship(Path(args.model), destination, record)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     if args.json:
         print(json.dumps(record))
         return 0
     for name in ("student", "teacher_centred", "teacher_raw"):
         s = record[name]
-        print(f"{name:<16} stream F1 {s['stream_f1']:.4f} (batch {s['batch_f1']:.4f}) at {s['threshold']:.2f}  "
-              f"{s['model_version']}")
+        print(f"{name:<16} stream F1 {s['stream_f1']:.4f} (batch {s['batch_f1']:.4f}) at {s['threshold']:.2f} "
+              f"{s['centring']:<8}  {s['model_version']}")
+    if record["quantisation"]:
+        q = record["quantisation"]
+        print(f"int8 (ONNX Runtime) {q['int8_stream_f1']:.4f} vs fp32 {q['fp32_stream_f1']:.4f}, cosine "
+              f"{q['cosine_int8_to_fp32_mean']:.4f} (min {q['cosine_int8_to_fp32_min']:.4f}): serves {record['runtime']}")
     verdict = "served by default" if record["serve_by_default"] else (
-        f"not served by default (more than {record['bar']} under the centred teacher; --model-dir serves it)")
+        f"not served by default (more than {record['bar']} under the teacher; --model-dir serves it)")
     print(f"shipped {record['size_mb']} MB to {destination}: gap {record['gap']:+.4f}, {verdict}")
     return 0
 

@@ -90,7 +90,10 @@ def test_ship_scores_the_student_beside_the_centred_teacher_and_decides_if_it_se
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads(result.stdout.strip().splitlines()[-1])
     assert record["serve_by_default"] is True and shipped_student_serves(shipped)  # a bar of 1.0 always passes
-    assert record["gap"] == round(record["teacher_centred"]["stream_f1"] - record["student"]["stream_f1"], 4)
+    teacher = max(record["teacher_centred"]["stream_f1"], record["teacher_raw"]["stream_f1"])
+    assert record["gap"] == round(teacher - record["student"]["stream_f1"], 4)
+    assert record["runtime"] == "torch" and record["quantisation"] is None  # a static student: no ONNX export
+    assert json.loads((shipped / "newsevents_cluster.json").read_text())["centring"] == record["student"]["centring"]
     assert json.loads((shipped / "release.json").read_text())["student"] == record["student"]
     assert (shipped / "model.safetensors").exists() and record["size_mb"] > 0
     strict = newsevents("students", "ship", str(student), "--teacher-labels", str(labels), "--pairs", str(pairs),
@@ -99,3 +102,31 @@ def test_ship_scores_the_student_beside_the_centred_teacher_and_decides_if_it_se
     too_big = newsevents("students", "ship", str(student), "--teacher-labels", str(labels), "--pairs", str(pairs),
                          "--input", str(crawl), "--to", str(tmp_path / "other"), "--max-mb", "0.001")
     assert too_big.returncode == 2 and "over --max-mb" in too_big.stderr and not (tmp_path / "other").exists()
+
+
+def test_a_cut_student_ships_int8_through_onnx_runtime_only_within_its_bar(contest_docs, tiny_model_dir, tmp_path):
+    from pipeline.models import load_encoder
+    from students.onnx_serving import OnnxStudentEncoder
+
+    crawl, pairs, _, labels, _ = served_student(contest_docs, tiny_model_dir, tmp_path)
+    result = newsevents("students", "train", "--labels", str(labels), "--out", str(tmp_path / "cut"),
+                        "--teacher-model", str(tiny_model_dir), "--arch", "teacher-cut", "--kept-layers", "bottom-1",
+                        "--max-tokens", "64", "--min-token-count", "1", "--max-epochs", "1", "--head-fit-docs", "20",
+                        "--home", str(tmp_path / "home"), "--quiet")
+    assert result.returncode == 0, result.stderr[-3000:]
+    shipped = tmp_path / "shipped-cut"
+    result = newsevents("students", "ship", str(tmp_path / "cut" / "model"), "--teacher-labels", str(labels),
+                        "--pairs", str(pairs), "--input", str(crawl), "--to", str(shipped), "--bar", "1.0", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    quantisation = record["quantisation"]
+    assert 0.9 < quantisation["cosine_int8_to_fp32_mean"] <= 1.0
+    int8_kept_its_f1 = quantisation["int8_stream_f1"] >= quantisation["fp32_stream_f1"] - quantisation["bar"]
+    assert record["runtime"] == ("onnxruntime-int8" if int8_kept_its_f1 else "torch")
+    assert (shipped / "model.onnx").exists() == int8_kept_its_f1
+    assert isinstance(load_encoder(shipped, device="cpu"), OnnxStudentEncoder) == int8_kept_its_f1
+    assert record["student"]["stream_f1"] == quantisation["int8_stream_f1" if int8_kept_its_f1 else "fp32_stream_f1"]
+    cluster = json.loads((shipped / "newsevents_cluster.json").read_text())
+    assert (cluster["threshold"], cluster["centring"]) == (record["student"]["threshold"],
+                                                          record["student"]["centring"])
+    assert not (tmp_path / "shipped-cut.staging").exists()
