@@ -114,7 +114,12 @@ class OnnxStudentEncoder:
         self.session = onnxruntime.InferenceSession(str(self.folder / ONNX_FILE), options,
                                                     providers=["CPUExecutionProvider"])
         self.device = "cpu"
+        self.precision = f"{self.settings_quantize()}-onnxruntime"
         self.version = model_version(self.folder)
+
+    def settings_quantize(self) -> str:
+        raw = json.loads((self.folder / ENCODER_SETTINGS_FILE).read_text())
+        return "fp32" if raw.get("onnx_quantize") == "none" else str(raw.get("onnx_quantize", "int8"))
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer([self.settings.prefix + t for t in texts], truncation=True,

@@ -49,7 +49,8 @@ def bench_encoders(settings: Settings, texts: list[str], encoders: list[str], ba
             started = time.perf_counter()
             encoder.encode(texts, batch_size=batch_size)
             seconds = time.perf_counter() - started
-            rows.append({"encoder": encoder.version, "spec": spec, "precision": quantize or "fp32",
+            rows.append({"encoder": encoder.version, "spec": spec,
+                         "precision": getattr(encoder, "precision", "") or quantize or "fp32",
                          "device": getattr(encoder, "device", "cpu"),
                          "threads": torch.get_num_threads(), "batch_size": batch_size, "docs": len(texts),
                          "docs_per_s": round(len(texts) / seconds, 2), "ms_per_doc": round(1000 * seconds / len(texts), 2)})
