@@ -100,7 +100,7 @@ def staged_release(student_dir: Path, staging: Path) -> Path:
 
 def settle_release(folder: Path, record: dict) -> None:
     """Write what the record decided into the folder: the runtime it serves by and its space and threshold."""
-    from pipeline.model_folder import ENCODER_SETTINGS_FILE, write_cluster_threshold
+    from pipeline.model_folder import ENCODER_SETTINGS_FILE, model_version, write_cluster_threshold
     from students.onnx_serving import ONNX_FILE
 
     if record["runtime"] == "torch" and (folder / ONNX_FILE).exists():  # int8 lost too much: torch serves it
@@ -108,6 +108,7 @@ def settle_release(folder: Path, record: dict) -> None:
         settings = json.loads((folder / ENCODER_SETTINGS_FILE).read_text())
         settings["runtime"] = "torch"
         (folder / ENCODER_SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
+        record["student"]["model_version"] = model_version(folder)  # the same weights, now named as torch serves them
     student = record["student"]
     write_cluster_threshold(folder, student["threshold"], tuned_on="dev pairs (students ship)",
                             centring=student["centring"])

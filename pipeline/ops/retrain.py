@@ -120,7 +120,8 @@ def label_new_documents(settings: Settings, options: RetrainOptions, labels: lis
 
 
 def train_candidate(settings: Settings, options: RetrainOptions, served: Path, labels: list[str]) -> dict:
-    from pipeline.models import is_student_folder
+    from pipeline.models import ENCODER_SETTINGS_FILE, is_student_folder
+    from students.onnx_serving import export_onnx, onnx_served
     from students.train import TrainSettings, train
     from teacher.provision import provision_e5
 
@@ -139,10 +140,13 @@ def train_candidate(settings: Settings, options: RetrainOptions, served: Path, l
     values.update(device=settings.device, threads=settings.threads)
     teacher_folder = Path(options.teacher) if options.teacher and options.teacher != "e5" else provision_e5(
         settings.teacher_dir)
-    return train([*labels, str(new_labels)], options.work_dir / "train", TrainSettings(**values),
-                 teacher_folder=teacher_folder, dev_pairs=options.gold_pairs, dev_inputs=options.gold_inputs,
-                 progress=options.progress, cache_dir=settings.home_path / "cache",
-                 init_from=served if continuing else None)
+    result = train([*labels, str(new_labels)], options.work_dir / "train", TrainSettings(**values),
+                   teacher_folder=teacher_folder, dev_pairs=options.gold_pairs, dev_inputs=options.gold_inputs,
+                   progress=options.progress, cache_dir=settings.home_path / "cache",
+                   init_from=served if continuing else None)
+    if continuing and onnx_served(served):  # the candidate is compared, and would be served, as the served one is
+        export_onnx(Path(result["model"]), json.loads((served / ENCODER_SETTINGS_FILE).read_text())["onnx_quantize"])
+    return result
 
 
 def compare(settings: Settings, options: RetrainOptions, served: Path, candidate: Path) -> dict[str, dict]:

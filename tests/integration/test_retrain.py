@@ -130,3 +130,19 @@ def test_a_cut_student_ships_int8_through_onnx_runtime_only_within_its_bar(conte
     assert (cluster["threshold"], cluster["centring"]) == (record["student"]["threshold"],
                                                           record["student"]["centring"])
     assert not (tmp_path / "shipped-cut.staging").exists()
+
+    # retrain continues the shipped cut student and hands the candidate over exported as the served one is
+    new_crawl = tmp_path / "new-crawl"  # made by served_student: 50 documents the labels lack
+    home = tmp_path / "home-cut"
+    result = newsevents("retrain", "--crawl", str(new_crawl), "--teacher", str(tiny_model_dir), "--gold-pairs",
+                        str(pairs), "--gold-input", str(crawl), "--model-dir", str(shipped), "--home", str(home),
+                        "--epochs", "1", "--speed-docs", "16", "--work-dir", str(tmp_path / "job-cut"),
+                        "--min-gain", "-1", "--registry-only", "--quiet", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = orjson.loads(result.stdout.strip().splitlines()[-1])
+    assert report["decision"] == "promoted"
+    candidate = tmp_path / "job-cut" / "train" / "model"
+    assert json.loads((candidate / "config.json").read_text())["encoder"] == "teacher-cut"
+    assert (candidate / "model.onnx").exists() == int8_kept_its_f1
+    assert json.loads((candidate / "training.json").read_text())["continued_from"] == record["student"][
+        "model_version"]
