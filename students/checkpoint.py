@@ -80,9 +80,9 @@ def save_student(model, tokenizer_dir: Path, folder: Path, data: DistillationDat
     name = f"student-{model.config.arch_name}"
     (tmp / "newsevents_encoder.json").write_text(json.dumps(
         {"name": name, "pooling": "student", "prefix": data.recipe.get("prefix", ""), "normalize": True}, indent=2))
-    if "dev" in epoch_row:
-        # DevPairEvaluator clusters like the stream, so the threshold is in the stream's default centring
-        write_cluster_threshold(tmp, epoch_row["dev"]["threshold"], tuned_on="dev pairs during training")
+    if "dev" in epoch_row:  # the space and threshold the one sweep found best on the dev pairs
+        write_cluster_threshold(tmp, epoch_row["dev"]["threshold"], tuned_on="dev pairs during training",
+                                centring=epoch_row["dev"]["centring"])
     (tmp / "training.json").write_text(json.dumps(
         {"teachers": data.teachers, **provenance, "recipe": data.recipe, "documents": len(data),
          "settings": asdict(settings),

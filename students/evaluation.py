@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
+from pipeline.evaluate import CENTRINGS, THRESHOLD_GRID
 
-DEFAULT_THRESHOLDS = tuple(round(float(x), 2) for x in np.arange(0.40, 0.965, 0.02))
-CENTRINGS = ("none", "global", "language")  # every space the stream can link in (pipeline.flow.centring)
 
 
 @dataclass
@@ -21,8 +19,8 @@ class DevPairEvaluator:
     pairs_path: str
     inputs: list[str]
     max_chars: int = 1500
-    thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
-    centrings: tuple[str, ...] = ("language",)
+    thresholds: tuple[float, ...] = THRESHOLD_GRID
+    centrings: tuple[str, ...] = CENTRINGS
     docs: list = field(init=False)
 
     def __post_init__(self) -> None:
@@ -47,17 +45,14 @@ class DevPairEvaluator:
 
     def score(self, embedded: list) -> dict:
         """The stream F1 at the best threshold and centring of the sweep, and batch average link there."""
-        from pipeline.evaluate import evaluate
+        from pipeline.evaluate import evaluate, threshold_sweep
 
-        best, reports, centring = None, [], self.centrings[0]
-        for space in self.centrings:
-            rows = [evaluate(self.pairs, embedded, "stream", t, {"centring": space}) for t in self.thresholds]
-            top = max(rows, key=lambda r: r.overall.f1)  # the first of equal scores
-            if best is None or top.overall.f1 > best.overall.f1:
-                best, reports, centring = top, rows, space
+        sweep = threshold_sweep(self.pairs, embedded, ["stream"], self.thresholds, centrings=self.centrings)
+        best, centring = sweep.best, sweep.centring
         batch = evaluate(self.pairs, embedded, "batch", best.threshold, {"centring": centring}).overall
         return {"stream_f1": round(best.overall.f1, 4), "precision": round(best.overall.precision, 4),
                 "recall": round(best.overall.recall, 4), "threshold": float(best.threshold), "centring": centring,
                 "batch_f1": round(batch.f1, 4), "pairs_scored": best.overall.pairs_scored,
                 "pairs_missing": best.overall.pairs_missing, "model_version": embedded[0].model_version,
-                "curve": {f"{r.threshold:.2f}": round(r.overall.f1, 4) for r in reports}}
+                "by_day": {day: round(score.f1, 4) for day, score in best.by_day.items()},
+                "curve": {f"{r.threshold:.2f}": round(r.overall.f1, 4) for r in sweep.rows["stream"]}}

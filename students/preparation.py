@@ -83,20 +83,21 @@ def load_dev_set(pairs_path: str, inputs: list[str], tokenizer, prefix: str, max
     return DevSet(read_pairs(pairs_path), docs, token_lists)
 
 
-def dev_scores(model, dev: DevSet, device: str, thresholds: list[float]) -> dict:
-    """Dev-pair F1 through the stream's clusterer at each threshold; the best, with its per-day scores."""
-    from pipeline.evaluate import evaluate
+def dev_scores(model, dev: DevSet, device: str) -> dict:
+    """Dev-pair F1 through the stream's clusterer at the best threshold and centring of the one sweep
+    (``pipeline.evaluate.threshold_sweep``, as ``students ship`` and ``eval --tune`` score), with per-day scores."""
+    from pipeline.evaluate import CENTRINGS, threshold_sweep
     from pipeline.records import EmbeddedDocument
 
     vectors = encode_token_lists(model, dev.token_lists, device)
     docs = [EmbeddedDocument(doc_id=d.doc_id, vector=v, model_version="student", title=d.title,
                              published_time=d.published_time, lang=d.lang, url=d.url)
             for d, v in zip(dev.docs, vectors)]
-    reports = [evaluate(dev.pairs, docs, "stream", t) for t in thresholds]
-    best = max(reports, key=lambda r: r.overall.f1)
-    return {"f1": round(best.overall.f1, 4), "threshold": best.threshold,
+    sweep = threshold_sweep(dev.pairs, docs, ["stream"], centrings=CENTRINGS)
+    best = sweep.best
+    return {"f1": round(best.overall.f1, 4), "threshold": best.threshold, "centring": sweep.centring,
             "by_day": {day: round(s.f1, 4) for day, s in best.by_day.items()},
-            "curve": {f"{r.threshold:.2f}": round(r.overall.f1, 4) for r in reports}}
+            "curve": {f"{r.threshold:.2f}": round(r.overall.f1, 4) for r in sweep.rows["stream"]}}
 
 
 class GoldPairs:

@@ -28,8 +28,6 @@ from students.objective import Objective
 from students.preparation import PreparedRun, build_vocabulary, dev_scores, length_bucketed_batches, prepare_run  # noqa: F401,E501
 from students.settings import TrainSettings
 
-DEV_THRESHOLDS = [round(float(x), 2) for x in np.arange(0.50, 0.945, 0.02)]  # students peak at 0.6-0.85
-
 
 def train(label_dirs: list[str], out_dir: str | Path, settings: TrainSettings, *, inputs: list[str] | None = None,
           teacher_folder: str | Path, dev_pairs: str = "", dev_inputs: list[str] | None = None,
@@ -80,7 +78,7 @@ def train(label_dirs: list[str], out_dir: str | Path, settings: TrainSettings, *
         row["lr"] = optimizer.param_groups[0]["lr"]
         val_loss = row.pop("val_loss_exact")
         if run.dev is not None:
-            row["dev"] = dev_scores(model, run.dev, device, DEV_THRESHOLDS)
+            row["dev"] = dev_scores(model, run.dev, device)
         history.append(row)
         improved = val_loss < best_val - 1e-5
         if improved:
@@ -92,7 +90,8 @@ def train(label_dirs: list[str], out_dir: str | Path, settings: TrainSettings, *
             stale += 1
         checkpoint.save(model, optimizer, scheduler, history, best_val, stale)
         write_history(history, out)
-        dev_text = f", dev F1 {row['dev']['f1']:.3f} @ {row['dev']['threshold']:.2f}" if run.dev is not None else ""
+        dev_text = (f", dev F1 {row['dev']['f1']:.3f} @ {row['dev']['threshold']:.2f} {row['dev']['centring']}"
+                    if run.dev is not None else "")
         print(f"epoch {epoch + 1}: train {row['train_loss']:.4f}, val {val_loss:.4f} "
               f"(cosine to teacher {row['val_cosine_to_teacher']:.4f}){dev_text}{'  *' if improved else ''}", flush=True)
     return {"history": history, "model": str(out / "model"), "documents": len(run.data), "train": len(run.train_data),

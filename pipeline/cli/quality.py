@@ -21,7 +21,7 @@ def _format_score(name: str, score) -> str:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from pipeline.evaluate import embedded_documents, evaluate, read_pairs, threshold_sweep
+    from pipeline.evaluate import CENTRINGS, THRESHOLD_GRID, embedded_documents, evaluate, read_pairs, threshold_sweep
     from pipeline.models import cluster_space, ensure_model, load_encoder, write_cluster_threshold
 
     settings = load_settings(args)
@@ -44,13 +44,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     centring, threshold = cluster_space(settings, settings.teacher_dir if args.labels else ensure_model(settings))
     clustering = settings.cluster_options | {"centring": centring}
     if args.tune:
-        grid = [round(float(x), 3) for x in np.arange(args.tune_from, args.tune_to + 1e-9, args.tune_step)]
-        rows, best = threshold_sweep(pairs, docs, modes, grid, clustering)
+        grid = THRESHOLD_GRID if args.tune_from is None and args.tune_to is None and args.tune_step is None else [
+            round(float(x), 3) for x in np.arange(args.tune_from or THRESHOLD_GRID[0],
+                                                  (args.tune_to or THRESHOLD_GRID[-1]) + 1e-9, args.tune_step or 0.02)]
+        # every space unless --centring pins one: the model's best space is part of what is tuned
+        sweep = threshold_sweep(pairs, docs, modes, grid, clustering,
+                                centrings=[settings.centring] if settings.centring else CENTRINGS)
+        rows, best, centring = sweep.rows, sweep.best, sweep.centring
         if args.json:
             print(orjson.dumps({"grid": {m: [r.to_dict() for r in rs] for m, rs in rows.items()},
-                                "best": best.to_dict()}).decode())
+                                "best": best.to_dict(), "centring": centring}).decode())
         else:
-            print(f"{'threshold':>9} " + " ".join(f"{m + ' F1':>12}" for m in modes))
+            print(f"{'threshold':>9} " + " ".join(f"{m + ' F1':>12}" for m in modes) + f"   ({centring} centring)")
             for i, t in enumerate(grid):
                 print(f"{t:>9.3f} " + " ".join(f"{rows[m][i].overall.f1:>12.3f}" for m in modes))
             print(f"best ({best.mode}, {centring} centring): {best.threshold:.3f}, F1 {best.overall.f1:.3f}")
@@ -153,9 +158,9 @@ def register(sub) -> None:
     p.add_argument("--min-confidence", type=int, default=0, help="only pairs labelled with at least this confidence")
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.add_argument("--tune", action="store_true", help="sweep the threshold and report the best")
-    p.add_argument("--tune-from", type=float, default=0.40, help="(thresholds are in the --centring space)")
-    p.add_argument("--tune-to", type=float, default=0.80)
-    p.add_argument("--tune-step", type=float, default=0.02)
+    p.add_argument("--tune-from", type=float, help="default: the one grid, 0.40-0.96 by 0.02 (pipeline.evaluate)")
+    p.add_argument("--tune-to", type=float)
+    p.add_argument("--tune-step", type=float)
     p.add_argument("--write-threshold", action="store_true", help="with --tune: store the best in the model folder")
     add_settings(p, ("model_dir", "device", "quantize", "max_length", "max_chars", "threads", "threshold", "home",
                      "centring", "merge_events", "merge_threshold", "neighbours"))

@@ -54,11 +54,13 @@ def cmd_students_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(orjson.dumps(rows).decode())
         return 0
-    print(f"{'':<10} {'stream F1':>9} {'batch F1':>9} {'threshold':>9} {'docs/s':>8} {'speedup':>8} {'MB':>7}  model")
+    print(f"{'':<10} {'stream F1':>9} {'batch F1':>9} {'threshold':>9} {'centring':>9} {'docs/s':>8} {'speedup':>8} "
+          f"{'MB':>7}  model")
     for row in rows:
         print(f"{row['role']:<10} {row.get('stream_f1', float('nan')):>9.3f} {row.get('batch_f1', float('nan')):>9.3f} "
-              f"{row['threshold']:>9.3f} {row['docs_per_s']:>8.1f} {row['speedup_vs_teacher']:>7.1f}x "
-              f"{row['size_mb']:>7.1f}  {row['model_version']}")
+              f"{row['threshold']:>9.3f} {row['centring']:>9} {row['docs_per_s']:>8.1f} "
+              f"{row['speedup_vs_teacher']:>7.1f}x {row['size_mb']:>7.1f}  {row['model_version']}")
+    print("each model at its best threshold and centring of one sweep (pipeline.evaluate.threshold_sweep)")
     print(f"speed: {timed} documents, batch {args.batch_size}, {rows[0]['threads']} threads, {rows[0]['device']}")
     return 0
 

@@ -138,3 +138,30 @@ def test_modules_and_functions_stay_small():
                 if length > MAX_FUNCTION_LINES and f"{relative}:{node.name}" not in ALLOWED_LONGER:
                     too_long.append(f"{relative}:{node.name}: {length} lines")
     assert not too_long, too_long
+
+
+def _picks_best_by_f1(node: ast.AST) -> bool:
+    """``max(..., key=...f1...)`` or ``sorted(..., key=...f1...)``: choosing a threshold by its F1."""
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("max", "sorted")
+            and any(k.arg == "key" and any(isinstance(n, ast.Attribute) and n.attr == "f1" for n in ast.walk(k.value))
+                    for k in node.keywords))
+
+
+def _threshold_grid(node: ast.AST) -> bool:
+    """``np.arange(0.4, 0.96, 0.02)``-like: a grid of cosine thresholds."""
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "arange"
+            and len(node.args) >= 2 and all(isinstance(a, ast.Constant) and isinstance(a.value, float)
+                                            and 0.0 < a.value < 1.0 for a in node.args))
+
+
+def test_one_threshold_sweep():
+    """Thresholds are chosen in one place (``pipeline.evaluate.threshold_sweep``, one grid, one tie-break), so a
+    model gets the same dev F1 from training, ship, retrain, eval --tune and students evaluate."""
+    copies = []
+    for name, path in source_modules().items():
+        if name == "pipeline.evaluate":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if _picks_best_by_f1(node) or _threshold_grid(node):
+                copies.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not copies, f"a second threshold sweep: {copies}"
