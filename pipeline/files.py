@@ -1,4 +1,5 @@
-"""The one atomic-write helper: a reader sees the old file or the new one, never half of one.
+"""The one atomic-write helper (a reader sees the old file or the new one, never half of one), and how committed
+records name files (``portable_path``: relative to the repository or to ``../shared`` beside it).
 
 Write to ``<name>.tmp`` beside the target, optionally fsync it, then rename over the target. ``fsync=True`` also
 survives a power cut (the cluster state, label shards); ``fsync=False`` only a crash of this process (reports, plots,
@@ -36,3 +37,25 @@ def fsync_dir(folder: str | Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_PREFIX = "../shared/"  # the read-only data folder beside every checkout, CI's included
+
+
+def portable_path(path: str | Path) -> str:
+    """How a record that may be committed names a file: relative to the repository, or ``../shared/…`` for the
+    shared data beside it, so the record holds on any machine; absolute only for a file outside both."""
+    resolved = Path(path).resolve()
+    for base, prefix in ((REPO_ROOT, ""), (REPO_ROOT.parent / "shared", SHARED_PREFIX)):
+        try:
+            return prefix + resolved.relative_to(base.resolve()).as_posix()
+        except ValueError:
+            continue
+    return str(resolved)
+
+
+def resolve_portable(recorded: str) -> Path:
+    """The file a ``portable_path`` names, on this machine."""
+    path = Path(recorded)
+    return path if path.is_absolute() else REPO_ROOT / path

@@ -50,6 +50,7 @@ def release_record(student_dir: Path, evaluator, teacher_docs: list, bar: float 
     """The student's and the teacher's dev scores (each at its best threshold and centring) and the verdict. A
     student exported for ONNX Runtime (``students.onnx_serving``) is scored in fp32 (torch) and in int8 (ONNX
     Runtime); int8 is served only within ``QUANTISED_BAR`` of its fp32 self (``record["runtime"]`` says which)."""
+    from pipeline.files import portable_path
     from students.encoder import StudentEncoder
     from students.onnx_serving import OnnxStudentEncoder, onnx_served
 
@@ -78,8 +79,8 @@ def release_record(student_dir: Path, evaluator, teacher_docs: list, bar: float 
             "gap": round(to_match["stream_f1"] - student["stream_f1"], 4),
             "serve_by_default": student["stream_f1"] >= to_match["stream_f1"] - bar,
             "runtime": runtime, "quantisation": quantisation,
-            "size_mb": round(size_mb, 2), "dev_pairs": _relative(evaluator.pairs_path),
-            "dev_inputs": [_relative(p) for p in evaluator.inputs],
+            "size_mb": round(size_mb, 2), "dev_pairs": portable_path(evaluator.pairs_path),
+            "dev_inputs": [portable_path(p) for p in evaluator.inputs],
             "released_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "reproduce": reproduce,
             "training": {k: training.get(k) for k in ("teachers", "labels", "documents", "settings", "epoch",
                                                       "continued_from")}}
@@ -112,14 +113,6 @@ def settle_release(folder: Path, record: dict) -> None:
     student = record["student"]
     write_cluster_threshold(folder, student["threshold"], tuned_on="dev pairs (students ship)",
                             centring=student["centring"])
-
-
-def _relative(path: str) -> str:
-    """Paths in a committed record: relative to the working directory when below it, else as given."""
-    try:
-        return os.path.relpath(path) if not os.path.relpath(path).startswith("../../") else path
-    except ValueError:
-        return path
 
 
 def ship(student_dir: Path, destination: Path, record: dict) -> Path:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.files import portable_path
 from pipeline.model_folder import pick_device, set_torch_threads
 from students.checkpoint import Checkpoint, run_key, save_student, write_history
 from students.construction import BaseStudent, build_model  # noqa: F401 (BaseStudent: part of this module's interface)
@@ -84,7 +85,7 @@ def train(label_dirs: list[str], out_dir: str | Path, settings: TrainSettings, *
         if improved:
             best_val, stale = val_loss, 0
             save_student(model, run.tokenizer_dir, out / "model", run.data, settings, row, run.overlap, run.centres,
-                         {"labels": [str(Path(d).resolve()) for d in label_dirs],
+                         {"labels": [portable_path(d) for d in label_dirs],
                           "continued_from": run.base.version if run.base is not None else None})
         else:
             stale += 1

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pipeline.config import Settings
-from pipeline.files import write_atomic
+from pipeline.files import resolve_portable, write_atomic
 from pipeline.models import served_model_dir
 
 
@@ -67,7 +67,7 @@ def old_label_dirs(options: RetrainOptions, served: Path) -> list[str]:
         return options.labels
     training = served / "training.json"
     recorded = json.loads(training.read_text()).get("labels", []) if training.exists() else []
-    found = [d for d in recorded if (Path(d) / "manifest.json").exists()]
+    found = [str(resolve_portable(d)) for d in recorded if (resolve_portable(d) / "manifest.json").exists()]
     if not found:
         raise RetrainError(f"the served model {served} records no label folder that exists here; "
                            "name the old labels with --labels DIR")

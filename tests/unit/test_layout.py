@@ -165,3 +165,33 @@ def test_one_threshold_sweep():
             if _picks_best_by_f1(node) or _threshold_grid(node):
                 copies.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not copies, f"a second threshold sweep: {copies}"
+
+
+def test_committed_records_carry_no_machines_paths():
+    """Shipped model folders and other committed JSON name files relative to the repository or ../shared."""
+    import json as json_module
+
+    def strings(value):
+        if isinstance(value, dict):
+            for item in value.values():
+                yield from strings(item)
+        elif isinstance(value, list):
+            for item in value:
+                yield from strings(item)
+        elif isinstance(value, str):
+            yield value
+
+    tracked = subprocess.run(["git", "ls-files", "*.json"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    absolute = [f"{name}: {s}" for name in tracked if not name.endswith("tokenizer.json")
+                for s in strings(json_module.loads((ROOT / name).read_text())) if s.startswith(("/", "~"))]
+    assert not absolute, absolute
+
+
+def test_portable_paths_name_the_repository_and_the_shared_data_relatively(tmp_path):
+    from pipeline.files import REPO_ROOT, portable_path, resolve_portable
+
+    shared_labels = REPO_ROOT.parent / "shared" / "data" / "labels" / "e5-int8-corpus"
+    assert portable_path(shared_labels) == "../shared/data/labels/e5-int8-corpus"
+    assert resolve_portable(portable_path(shared_labels)).resolve() == shared_labels.resolve()
+    assert portable_path(REPO_ROOT / "students" / "default") == "students/default"
+    assert portable_path(tmp_path) == str(tmp_path.resolve())  # outside both: absolute, and says so
