@@ -51,6 +51,7 @@ def release_record(student_dir: Path, evaluator, teacher_docs: list, bar: float 
     student exported for ONNX Runtime (``students.onnx_serving``) is scored in fp32 (torch) and in int8 (ONNX
     Runtime); int8 is served only within ``QUANTISED_BAR`` of its fp32 self (``record["runtime"]`` says which)."""
     from pipeline.files import portable_path
+    from pipeline.gate import gate
     from students.encoder import StudentEncoder
     from students.onnx_serving import OnnxStudentEncoder, onnx_served
 
@@ -75,9 +76,10 @@ def release_record(student_dir: Path, evaluator, teacher_docs: list, bar: float 
     size_mb = sum(f.stat().st_size for f in student_dir.iterdir() if f.is_file()) / 1e6
     for score in (student, teacher_raw, teacher):
         score.pop("curve", None)
+    decision = gate(student["stream_f1"], to_match["stream_f1"], -bar, "teacher")
     return {"student": student, "teacher_centred": teacher, "teacher_raw": teacher_raw, "bar": bar,
             "gap": round(to_match["stream_f1"] - student["stream_f1"], 4),
-            "serve_by_default": student["stream_f1"] >= to_match["stream_f1"] - bar,
+            "serve_by_default": decision.passed, "gate": decision.rule,
             "runtime": runtime, "quantisation": quantisation,
             "size_mb": round(size_mb, 2), "dev_pairs": portable_path(evaluator.pairs_path),
             "dev_inputs": [portable_path(p) for p in evaluator.inputs],

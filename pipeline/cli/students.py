@@ -116,26 +116,20 @@ def cmd_students_ship(args: argparse.Namespace) -> int:
 
 
 def cmd_students_promote(args: argparse.Namespace) -> int:
-    from pipeline.kafka.control import publish_promotion
-    from pipeline.kafka.topics import ensure_topics
-    from students.registry import Registry
+    from pipeline.gate import MANUAL
+    from pipeline.ops.promotion import register_and_announce
 
     settings = load_settings(args)
     if not (Path(args.model) / "config.json").exists():
         return fail(f"{args.model} is not a model folder (no config.json)")
-    registry = Registry(settings.registry_dir)
-    folder = Path(args.model) if args.no_register else registry.register(Path(args.model), args.name)
-    promotion = registry.promote(folder)
-    print(f"promoted {promotion.model_version} ({folder}) in {registry.root}")
-    if args.registry_only:
-        return 0
-    try:
-        ensure_topics(settings)
-        publish_promotion(settings, promotion)
-    except Exception as err:
-        return fail(f"the registry says {promotion.model_version}, but announcing it on {settings.control_topic} at "
-                    f"{settings.bootstrap_servers} failed ({err!r}); rerun to announce it", 1)
-    print(f"announced on {settings.control_topic}: running embed workers switch before their next batch")
+    report = register_and_announce(settings, Path(args.model), rule=MANUAL, name=args.name,
+                                   register=not args.no_register, announce=not args.registry_only)
+    print(f"promoted {report['model_version']} ({report['registered']}) in {report['registry']} ({MANUAL})")
+    if "announce_error" in report:
+        return fail(f"the registry says {report['model_version']}, but announcing it on {settings.control_topic} at "
+                    f"{settings.bootstrap_servers} failed ({report['announce_error']}); rerun to announce it", 1)
+    if report["announced"]:
+        print(f"announced on {settings.control_topic}: running embed workers switch before their next batch")
     return 0
 
 

@@ -170,34 +170,19 @@ def compare(settings: Settings, options: RetrainOptions, served: Path, candidate
 
 
 def decide(scores: dict[str, dict], min_gain: float) -> tuple[bool, str]:
-    served, candidate = scores["served"]["stream_f1"], scores["candidate"]["stream_f1"]
-    if candidate >= served + min_gain:
-        return True, (f"candidate stream F1 {candidate:.4f} >= served {served:.4f} + min gain {min_gain:.4f}")
-    return False, (f"candidate stream F1 {candidate:.4f} < served {served:.4f} + min gain {min_gain:.4f}: "
-                   "the served model stays")
+    from pipeline.gate import gate
+
+    decision = gate(scores["candidate"]["stream_f1"], scores["served"]["stream_f1"], min_gain, "served")
+    return decision.passed, decision.rule + ("" if decision.passed else ": the served model stays")
 
 
-def promote(settings: Settings, candidate: Path, threshold: float, announce: bool) -> dict:
+def promote(settings: Settings, candidate: Path, threshold: float, centring: str, announce: bool,
+            rule: str) -> dict:
     from pipeline.models import write_cluster_threshold
-    from students.registry import Registry
+    from pipeline.ops.promotion import register_and_announce
 
-    write_cluster_threshold(candidate, threshold, tuned_on="newsevents retrain gold pairs")
-    registry = Registry(settings.registry_dir)
-    folder = registry.register(candidate)
-    promotion = registry.promote(folder)
-    announced = False
-    if announce:
-        from pipeline.kafka.control import publish_promotion
-        from pipeline.kafka.topics import ensure_topics
-
-        try:
-            ensure_topics(settings)
-            publish_promotion(settings, promotion)
-            announced = True
-        except Exception as err:  # the registry already says so; workers starting later serve it
-            return {"registered": str(folder), "model_version": promotion.model_version, "announced": False,
-                    "announce_error": repr(err)}
-    return {"registered": str(folder), "model_version": promotion.model_version, "announced": announced}
+    write_cluster_threshold(candidate, threshold, tuned_on="newsevents retrain gold pairs", centring=centring)
+    return register_and_announce(settings, candidate, rule=rule, announce=announce)
 
 
 def retrain(settings: Settings, options: RetrainOptions) -> dict:
@@ -225,7 +210,8 @@ def retrain(settings: Settings, options: RetrainOptions) -> dict:
                            "history": training["history"]},
               "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}}
     if promoted:
-        report["promotion"] = promote(settings, candidate, scores["candidate"]["threshold"], options.announce)
+        report["promotion"] = promote(settings, candidate, scores["candidate"]["threshold"],
+                                      scores["candidate"]["centring"], options.announce, reason)
     curve = work / "train" / "training_curve.png"
     if curve.exists():
         shutil.copy(curve, work / "training_curve.png")
