@@ -73,7 +73,8 @@ def save_student(model, tokenizer_dir: Path, folder: Path, data: DistillationDat
     # weights stored in fp16 (half the size on disk; inference upcasts to fp32 at load)
     import copy
 
-    served = copy.deepcopy(model).with_embedding_storage(settings.embedding_storage)
+    frozen_teacher_rows = model.config.encoder == "teacher-cut" and not settings.train_embeddings
+    served = copy.deepcopy(model).with_embedding_storage("q4" if frozen_teacher_rows else settings.embedding_storage)
     served.half().save_pretrained(tmp, safe_serialization=True)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(tokenizer_dir / name, tmp / name)

@@ -7,21 +7,23 @@ from dataclasses import dataclass, field
 
 @dataclass
 class TrainSettings:
-    encoder: str = "gru"
+    """The defaults are the recipe of the student shipped in ``students/default`` (its ``training.json``; a test
+    keeps them equal), so ``students train`` and a ``retrain`` with no student served train the shipped recipe."""
+    encoder: str = "static"
     num_layers: int = 2
     bidirectional: bool = True
-    embedding_dim: int = 128
+    embedding_dim: int = 256
     hidden_dim: int = 128
-    aggregation: str = "attentive"
+    aggregation: str = "mean"
     loss: str = "cosine"  # cosine | mse | both
-    batch_size: int = 128
-    learning_rate: float = 1e-3
-    max_epochs: int = 20
+    batch_size: int = 256
+    learning_rate: float = 2e-3
+    max_epochs: int = 5
     lr_patience: int = 2
     early_stopping: int = 3
     validation_fraction: float = 0.05
     min_token_count: int = 2  # a piece seen once is noise the embedding table cannot learn
-    max_vocab: int = 50_000
+    max_vocab: int = 80_000
     max_tokens: int = 256
     # token embeddings start from: "teacher-output" (each piece alone through the teacher, model2vec's
     # distillation), "teacher-input" (the teacher's input embeddings), or "random"; all PCA'd to the width
@@ -30,7 +32,9 @@ class TrainSettings:
     weight_decay: float = 0.0  # AdamW's decoupled decay (regularises a static table's free rows)
     similarity_loss_weight: float = 0.0  # relational term: in-batch pairwise cosines match the teacher's
     token_dropout: float = 0.0  # training only: drop this share of each document's pieces (a bag's augmentation)
-    embedding_storage: str = "float"  # "int8": the saved student's token table in int8 (a quarter of the size)
+    # the saved student's token table: "int8" (a scale per row, a quarter of fp32) or "float"; a teacher-cut
+    # student's frozen piece rows are always saved in the teacher's own Q4_0 blocks (exact)
+    embedding_storage: str = "int8"
     token_loss_weight: float = 0.0  # > 0 with labels from `teacher label --token-states`: per-token targets too
     center_targets: bool = True  # subtract each teacher's mean vector (e5's has norm 0.86) and renormalise
     head_weights: dict[str, float] = field(default_factory=dict)  # head → loss weight (default 1 primary, 0.5 others)

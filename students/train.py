@@ -99,6 +99,9 @@ def train(label_dirs: list[str], out_dir: str | Path, settings: TrainSettings, *
             "validation": len(run.val_data), "vocab": int(len(run.tokenizer)), "dev_documents_in_training": run.overlap}
 
 
+ETA_BATCHES = 5
+
+
 def make_scheduler(optimizer, settings: TrainSettings, steps_per_epoch: int):
     import torch
 
@@ -148,6 +151,10 @@ def run_epoch(epoch: int, run: PreparedRun, objective: Objective, optimizer, set
             scheduler.step()
         train_losses.append(loss.item())
         done_docs += len(rows)
+        if step == first + ETA_BATCHES:  # say early what a long run costs, measured on its own first batches
+            per_batch = (time.perf_counter() - timer) / ETA_BATCHES
+            print(f"{per_batch:.1f} s a batch: an epoch of {len(batches)} batches takes about "
+                  f"{per_batch * len(batches) / 60:.0f} minutes here", flush=True)
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(train_losses[-50:]):.4f}",
                         docs_s=f"{done_docs / (time.perf_counter() - timer):.1f}")
