@@ -15,15 +15,19 @@ from pipeline.flow import STAGE_NAMES
 
 def cmd_broker(args: argparse.Namespace) -> int:
     from pipeline.kafka.topics import ensure_topics
-    from pipeline.ops.broker import EmbeddedBroker
+    from pipeline.ops.broker import BrokerError, make_broker
 
-    broker = EmbeddedBroker(port=args.port, durable_dir=args.durable, log_dir=args.log_dir).start()
+    try:
+        broker = make_broker(args.engine, port=args.port, durable_dir=args.durable, log_dir=args.log_dir).start()
+    except BrokerError as err:
+        return fail(str(err), 1)
     try:
         settings = load_settings(args).replace(bootstrap_servers=broker.bootstrap_servers)
         if not args.no_topics:
             ensure_topics(settings)
         storage = f"durable in {args.durable}" if args.durable else "in memory"
-        print(f"broker listening on {broker.bootstrap_servers} ({storage}); Ctrl-C stops it", flush=True)
+        name = {"tansu": "tansu (embedded)", "kafka": "Apache Kafka (KRaft, one node)"}[broker.engine]
+        print(f"{name} listening on {broker.bootstrap_servers} ({storage}); Ctrl-C stops it", flush=True)
         print(f"export KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}", flush=True)
         stop = []
         signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
@@ -153,9 +157,13 @@ def cmd_events(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     """Add this group's commands to the ``newsevents`` sub-parsers."""
 
-    p = sub.add_parser("broker", help="run the embedded Kafka-protocol broker (tansu) on 127.0.0.1")
+    p = sub.add_parser("broker", help="run a broker on 127.0.0.1: the embedded tansu, or Apache Kafka")
+    p.add_argument("--engine", choices=("tansu", "kafka"), default="tansu",
+                   help="tansu (default: embedded, starts in milliseconds) or kafka (Apache Kafka, one KRaft node "
+                        "from the jars deploy/setup.sh fetched; starts in seconds)")
     p.add_argument("--port", type=int, default=9092)
-    p.add_argument("--durable", metavar="DIR", help="keep topics and offsets in DIR (local S3 server) across restarts")
+    p.add_argument("--durable", metavar="DIR", help="keep topics and offsets in DIR across restarts (tansu: on a "
+                   "local S3 server; kafka: its log folder)")
     p.add_argument("--log-dir", help="write the broker's logs here")
     p.add_argument("--no-topics", action="store_true", help="do not create the pipeline's topics")
     add_settings(p, KAFKA_SETTINGS)
