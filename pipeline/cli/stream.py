@@ -57,12 +57,16 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
     from pipeline.kafka.clients import require_broker
     from pipeline.kafka.publish import publish
+    from pipeline.kafka.topics import ensure_topics
 
     missing = [path for path in args.paths if not Path(path).exists()]
     if len(missing) == len(args.paths):  # local inputs first: nothing to publish, no broker needed to say so
         return fail("; ".join(f"{path}: no such file or directory" for path in missing), 1)
     settings = load_settings(args)
     require_broker(settings)
+    # its topic with the pipeline's partitions: Kafka would wait for one that is not there (auto-creation off)
+    # or create it with its own default partition count (on)
+    ensure_topics(settings, only=(settings.raw_topic,))
     summary = publish(settings, args.paths, crawl=args.crawl, limit=args.limit, progress=not args.quiet,
                       rate=args.rate)
     for problem in summary.problems[:50]:
