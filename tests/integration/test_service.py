@@ -140,7 +140,8 @@ def _settle(settings: Settings, keys: list[str], timeout_s: float = 180.0) -> Ac
 
 def test_run_restarts_a_killed_worker_and_metrics_count_what_went_through(kafka_bootstrap, tiny_model_dir,
                                                                           contest_docs, tmp_path):
-    settings = _settings(kafka_bootstrap, tiny_model_dir, tmp_path)
+    # a worker killed with SIGKILL holds its partitions until its session ends (Kafka's default: 45 s)
+    settings = _settings(kafka_bootstrap, tiny_model_dir, tmp_path, session_timeout_s=10.0)
     ensure_topics(settings)
     base = _free_ports(3)
     run, pids = _start_run(settings, tmp_path, "--metrics-port", str(base))
