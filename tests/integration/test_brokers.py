@@ -87,3 +87,57 @@ def test_kafka_broker_command_dies_with_its_parent_and_keeps_its_storage(tmp_pat
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(60)
     assert code == 0 and _jvms_of(folder) == []
+
+
+def test_transactions_hide_aborted_records_on_kafka(kafka_bootstrap):
+    """What tansu gets wrong (aiokafka's InitProducerId fails; read_committed shows aborted records) works on
+    Kafka, with kafka-python's and aiokafka's transactional producers alike."""
+    import asyncio
+    import uuid
+
+    from aiokafka import AIOKafkaProducer
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.admin import NewTopic
+
+    if broker_kind(Settings(bootstrap_servers=kafka_bootstrap)) != "kafka":
+        pytest.skip("transactions need Apache Kafka (tansu shows aborted records to read_committed readers)")
+    topic = f"tx-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin.create_topics([NewTopic(topic, 1, 1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, transactional_id=f"{topic}-kp")
+    producer.init_transactions()
+    producer.begin_transaction()
+    producer.send(topic, b"aborted-1")
+    producer.flush()  # on the log, then aborted
+    producer.abort_transaction()
+    producer.begin_transaction()
+    producer.send(topic, b"committed-1")
+    producer.commit_transaction()
+    producer.close()
+
+    async def aiokafka_transactions() -> None:
+        tx = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, transactional_id=f"{topic}-aio")
+        await tx.start()
+        try:
+            await tx.begin_transaction()
+            await tx.send_and_wait(topic, b"aborted-2")
+            await tx.abort_transaction()
+            async with tx.transaction():
+                await tx.send_and_wait(topic, b"committed-2")
+        finally:
+            await tx.stop()
+
+    asyncio.run(aiokafka_transactions())
+
+    def read(isolation: str) -> list[bytes]:
+        consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, isolation_level=isolation,
+                                 consumer_timeout_ms=3000, enable_auto_commit=False)
+        consumer.assign([TopicPartition(topic, 0)])
+        consumer.seek_to_beginning()
+        values = [m.value for m in consumer]
+        consumer.close()
+        return values
+
+    assert read("read_committed") == [b"committed-1", b"committed-2"]
+    assert read("read_uncommitted") == [b"aborted-1", b"committed-1", b"aborted-2", b"committed-2"]
