@@ -243,3 +243,36 @@ def make_faust_producers_idempotent(app, settings: Settings) -> bool:
 
     app.producer_transport.Producer = IdempotentProducer  # before faust makes its producer (lazily)
     return True
+
+
+CONNECT_BACKOFF_FIRST_S, CONNECT_BACKOFF_MAX_S = 0.1, 5.0
+
+
+def install_aiokafka_connect_backoff(first_s: float = CONNECT_BACKOFF_FIRST_S, max_s: float = CONNECT_BACKOFF_MAX_S):
+    """aiokafka (faust's client) retries a broker it cannot reach every ``retry_backoff_ms`` (100 ms), from each
+    of its loops (metadata, coordinator, fetcher, sender): about 35 connects a second while the broker is gone.
+    This makes a connection to a node that failed wait before the next try, doubling from ``first_s`` to
+    ``max_s`` while it keeps failing, and back to none once a connection is made. Idempotent; for the process."""
+    import asyncio
+
+    from aiokafka.client import AIOKafkaClient
+
+    original = AIOKafkaClient._get_conn
+    if getattr(original, "backs_off", False):
+        return
+
+    async def _get_conn(self, node_id, **kwargs):
+        failures = self.__dict__.setdefault("_newsevents_failures", {})  # node → (consecutive failures, retry at)
+        count, retry_at = failures.get(node_id, (0, 0.0))
+        loop = asyncio.get_running_loop()
+        if retry_at > loop.time():
+            await asyncio.sleep(retry_at - loop.time())
+        conn = await original(self, node_id, **kwargs)
+        if conn is None:
+            failures[node_id] = (count + 1, loop.time() + min(max_s, first_s * 2 ** count))
+        else:
+            failures.pop(node_id, None)
+        return conn
+
+    _get_conn.backs_off = True
+    AIOKafkaClient._get_conn = _get_conn
