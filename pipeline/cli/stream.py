@@ -120,7 +120,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_events(args: argparse.Namespace) -> int:
     from pipeline.kafka.clients import require_broker
-    from pipeline.kafka.reader import EventBook, decode, format_event, iter_records, make_reader
+    from pipeline.kafka.reader import EventBook, decode, format_event, iter_records, iter_to_end, make_reader
     from pipeline.records import EventAssignment, EventMerge
 
     settings = load_settings(args)
@@ -128,7 +128,9 @@ def cmd_events(args: argparse.Namespace) -> int:
     reader = make_reader(settings, [settings.events_topic, settings.merges_topic])
     book = EventBook()
     try:
-        for record in iter_records(reader, idle_timeout_s=None if args.follow else args.idle_timeout):
+        records = (iter_records(reader, idle_timeout_s=None) if args.follow  # to the end, or quiet on tansu
+                   else iter_to_end(settings, reader, args.idle_timeout))
+        for record in records:
             item = decode(record)
             if isinstance(item, EventMerge):
                 book.add_merge(item)
@@ -203,6 +205,7 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="one JSON assignment per line")
     p.add_argument("--follow", action="store_true", help="keep reading new assignments")
     p.add_argument("--top", type=int, default=20, help="how many of the largest events to print")
-    p.add_argument("--idle-timeout", type=float, default=5.0, help="stop after this many seconds without a record")
+    p.add_argument("--idle-timeout", type=float, default=5.0,
+                   help="stop after this many seconds without a record (tansu; on Kafka: at the topics' end)")
     add_settings(p, KAFKA_SETTINGS)
     p.set_defaults(func=cmd_events)
