@@ -276,3 +276,38 @@ def test_publish_and_events_without_a_broker_fail_fast_in_one_line(contest_docs,
         assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
         assert f"no Kafka broker answers at {nowhere}" in lines[0]
         assert "`newsevents broker`" in lines[0] and "KAFKA_BOOTSTRAP_SERVERS" in lines[0]
+
+
+def test_two_embed_workers_share_the_partitions_and_one_takes_over_when_the_other_is_killed(
+        kafka_bootstrap, tiny_model_dir, contest_docs, tmp_path):
+    """Consumer-group scale-out: two embed workers share news.docs' two partitions; one is killed with SIGKILL and
+    the other takes its partition once the dead member's session ends (10 s here). No document is lost, and every
+    document's vectors carry one model version."""
+    from collections import defaultdict
+
+    from pipeline.records import EmbeddedDocument
+
+    base = _free_ports(4)
+    settings = _settings(kafka_bootstrap, tiny_model_dir, tmp_path, session_timeout_s=10.0, metrics_port=base)
+    ensure_topics(settings)
+    with Workers(settings, [], log_dir=tmp_path / "logs") as workers:
+        for stage, name in (("parse", "parse"), ("embed", "embed-a"), ("embed", "embed-b"), ("cluster", "cluster")):
+            workers.start_one(stage, name)
+        ports = {name: child.port for name, child in workers.children.items()}
+        for port in ports.values():
+            _wait_healthy(port)
+        first = publish(settings, [_crawl(contest_docs, tmp_path / "a", 0, 80)], progress=False)
+        assert _settle(settings, first.keys).settled == set(first.keys)
+        shares = {n: _metric(ports[n], "newsevents_records_in_total", stage="embed") for n in ("embed-a", "embed-b")}
+        assert all(shares.values()) and sum(shares.values()) >= 80, shares  # both worked: the partitions are shared
+        os.kill(workers.processes["embed-b"].pid, signal.SIGKILL)
+        second = publish(settings, [_crawl(contest_docs, tmp_path / "b", 80, 80)], progress=False)
+        books = _settle(settings, second.keys)
+        assert books.settled == set(second.keys), "embed-a took over embed-b's partition"
+        assert _metric(ports["embed-a"], "newsevents_records_in_total", stage="embed") >= shares["embed-a"] + 80
+    versions = defaultdict(set)
+    for record in iter_records(make_reader(settings, [settings.vectors_topic]), idle_timeout_s=3.0):
+        vector = EmbeddedDocument.from_bytes(record.value)
+        versions[vector.doc_id].add(vector.model_version)
+    assert set(versions) == set(first.keys) | set(second.keys)
+    assert all(len(v) == 1 for v in versions.values()), "a document embedded by two model versions"
