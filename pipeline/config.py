@@ -40,6 +40,7 @@ class Settings:
     replication_factor: int = 1
     retention_ms: int = 7 * 24 * 3600 * 1000
     max_message_bytes: int = 4 * 1024 * 1024  # the broker limit; publish refuses larger documents up front
+    session_timeout_s: float = 0.0  # consumer group session; 0: the broker's (tansu 6 s, Kafka 45 s: clients.py)
     # parse
     max_html_bytes: int = 2 * 1024 * 1024
     parse_batch_size: int = 256

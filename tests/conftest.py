@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import tarfile
+import warnings
 from pathlib import Path
 
 import pytest
@@ -31,8 +32,9 @@ def _docker_answers() -> bool:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap():
-    """KAFKA_BOOTSTRAP_SERVERS if set, else testcontainers' KafkaContainer where Docker answers, else tansu."""
+def kafka_bootstrap(tmp_path_factory):
+    """KAFKA_BOOTSTRAP_SERVERS if set, else testcontainers' KafkaContainer where Docker answers, else Apache Kafka
+    from the jars ``deploy/setup.sh`` fetched (one KRaft node), else (no jars, no Java) the embedded tansu."""
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
         return
@@ -42,10 +44,30 @@ def kafka_bootstrap():
         with KafkaContainer() as kafka:
             yield kafka.get_bootstrap_server()
         return
+    from pipeline.ops.broker import EmbeddedBroker, KafkaBroker, kafka_available
+
+    if not kafka_available():
+        warnings.warn("Apache Kafka's jars or Java are missing (run deploy/setup.sh): the tests run on tansu")
+        with EmbeddedBroker() as broker:
+            yield broker.bootstrap_servers
+        return
+    with KafkaBroker(log_dir=tmp_path_factory.mktemp("kafka-logs")) as broker:
+        yield broker.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def tansu_bootstrap():
+    """The embedded tansu broker, the default of ``newsevents demo``: a few tests also run there."""
     from pipeline.ops.broker import EmbeddedBroker
 
     with EmbeddedBroker() as broker:
         yield broker.bootstrap_servers
+
+
+@pytest.fixture(params=["kafka", "tansu"])
+def any_bootstrap(request):
+    """Both brokers in turn: for the tests that keep the embedded default covered."""
+    return request.getfixturevalue(f"{request.param}_bootstrap")
 
 
 @pytest.fixture(scope="session")

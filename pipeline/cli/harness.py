@@ -51,7 +51,7 @@ def cmd_soak(args: argparse.Namespace) -> int:
 
     plan = SoakPlan(documents=args.documents, rate=args.rate, rounds=args.rounds, bad_inputs=args.bad_inputs,
                     broker_restarts_per_round=args.broker_restarts, broker_kill=not args.broker_sigterm, down_s=args.down,
-                    stall_timeout_s=args.stall_timeout, seed=args.seed,
+                    stall_timeout_s=args.stall_timeout, seed=args.seed, broker=args.broker,
                     kill_stages=tuple(s for s in args.kill.split(",") if s))
     unknown = set(plan.kill_stages) - set(STAGE_NAMES)
     if unknown:
@@ -74,9 +74,9 @@ def cmd_soak(args: argparse.Namespace) -> int:
         print("\n".join(report.lines()))
     if args.overload_seconds > 0:
         from pipeline.ops.backpressure import pressure_verdict, run_backpressure
-        from pipeline.ops.broker import EmbeddedBroker
+        from pipeline.ops.broker import make_broker
 
-        with EmbeddedBroker(log_dir=work_dir / "backpressure") as broker:
+        with make_broker(args.broker, log_dir=work_dir / "backpressure") as broker:
             pressure_settings = settings.replace(bootstrap_servers=broker.bootstrap_servers,
                                                  group_prefix="newsevents-backpressure")
             try:
@@ -120,6 +120,9 @@ def register(sub) -> None:
     p.add_argument("--rate", type=float, default=25.0,
                    help="documents (and bad inputs) offered per second; keep it under what the embed worker "
                         "sustains (the teacher on 2 CPU cores: ~9/s, ~20/s with --quantize int8)")
+    p.add_argument("--broker", choices=("tansu", "kafka"), default="tansu",
+                   help="tansu (default: embedded, durable on a local S3 server) or kafka (Apache Kafka, one KRaft "
+                        "node from the jars deploy/setup.sh fetched); its workers get a 10 s session on Kafka")
     p.add_argument("--rounds", type=int, default=2, help="fault rounds: each kills every --kill stage once")
     p.add_argument("--kill", default=",".join(STAGE_NAMES), help="stages to kill -9 in each round (comma list)")
     p.add_argument("--broker-restarts", type=int, default=1, help="broker restarts per round")

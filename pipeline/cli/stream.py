@@ -15,15 +15,19 @@ from pipeline.flow import STAGE_NAMES
 
 def cmd_broker(args: argparse.Namespace) -> int:
     from pipeline.kafka.topics import ensure_topics
-    from pipeline.ops.broker import EmbeddedBroker
+    from pipeline.ops.broker import BrokerError, make_broker
 
-    broker = EmbeddedBroker(port=args.port, durable_dir=args.durable, log_dir=args.log_dir).start()
+    try:
+        broker = make_broker(args.engine, port=args.port, durable_dir=args.durable, log_dir=args.log_dir).start()
+    except BrokerError as err:
+        return fail(str(err), 1)
     try:
         settings = load_settings(args).replace(bootstrap_servers=broker.bootstrap_servers)
         if not args.no_topics:
             ensure_topics(settings)
         storage = f"durable in {args.durable}" if args.durable else "in memory"
-        print(f"broker listening on {broker.bootstrap_servers} ({storage}); Ctrl-C stops it", flush=True)
+        name = {"tansu": "tansu (embedded)", "kafka": "Apache Kafka (KRaft, one node)"}[broker.engine]
+        print(f"{name} listening on {broker.bootstrap_servers} ({storage}); Ctrl-C stops it", flush=True)
         print(f"export KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}", flush=True)
         stop = []
         signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
@@ -53,12 +57,16 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
     from pipeline.kafka.clients import require_broker
     from pipeline.kafka.publish import publish
+    from pipeline.kafka.topics import ensure_topics
 
     missing = [path for path in args.paths if not Path(path).exists()]
     if len(missing) == len(args.paths):  # local inputs first: nothing to publish, no broker needed to say so
         return fail("; ".join(f"{path}: no such file or directory" for path in missing), 1)
     settings = load_settings(args)
     require_broker(settings)
+    # its topic with the pipeline's partitions: Kafka would wait for one that is not there (auto-creation off)
+    # or create it with its own default partition count (on)
+    ensure_topics(settings, only=(settings.raw_topic,))
     summary = publish(settings, args.paths, crawl=args.crawl, limit=args.limit, progress=not args.quiet,
                       rate=args.rate)
     for problem in summary.problems[:50]:
@@ -112,7 +120,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_events(args: argparse.Namespace) -> int:
     from pipeline.kafka.clients import require_broker
-    from pipeline.kafka.reader import EventBook, decode, format_event, iter_records, make_reader
+    from pipeline.kafka.reader import EventBook, decode, format_event, iter_records, iter_to_end, make_reader
     from pipeline.records import EventAssignment, EventMerge
 
     settings = load_settings(args)
@@ -120,7 +128,9 @@ def cmd_events(args: argparse.Namespace) -> int:
     reader = make_reader(settings, [settings.events_topic, settings.merges_topic])
     book = EventBook()
     try:
-        for record in iter_records(reader, idle_timeout_s=None if args.follow else args.idle_timeout):
+        records = (iter_records(reader, idle_timeout_s=None) if args.follow  # to the end, or quiet on tansu
+                   else iter_to_end(settings, reader, args.idle_timeout))
+        for record in records:
             item = decode(record)
             if isinstance(item, EventMerge):
                 book.add_merge(item)
@@ -153,9 +163,13 @@ def cmd_events(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     """Add this group's commands to the ``newsevents`` sub-parsers."""
 
-    p = sub.add_parser("broker", help="run the embedded Kafka-protocol broker (tansu) on 127.0.0.1")
+    p = sub.add_parser("broker", help="run a broker on 127.0.0.1: the embedded tansu, or Apache Kafka")
+    p.add_argument("--engine", choices=("tansu", "kafka"), default="tansu",
+                   help="tansu (default: embedded, starts in milliseconds) or kafka (Apache Kafka, one KRaft node "
+                        "from the jars deploy/setup.sh fetched; starts in seconds)")
     p.add_argument("--port", type=int, default=9092)
-    p.add_argument("--durable", metavar="DIR", help="keep topics and offsets in DIR (local S3 server) across restarts")
+    p.add_argument("--durable", metavar="DIR", help="keep topics and offsets in DIR across restarts (tansu: on a "
+                   "local S3 server; kafka: its log folder)")
     p.add_argument("--log-dir", help="write the broker's logs here")
     p.add_argument("--no-topics", action="store_true", help="do not create the pipeline's topics")
     add_settings(p, KAFKA_SETTINGS)
@@ -191,6 +205,7 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="one JSON assignment per line")
     p.add_argument("--follow", action="store_true", help="keep reading new assignments")
     p.add_argument("--top", type=int, default=20, help="how many of the largest events to print")
-    p.add_argument("--idle-timeout", type=float, default=5.0, help="stop after this many seconds without a record")
+    p.add_argument("--idle-timeout", type=float, default=5.0,
+                   help="stop after this many seconds without a record (tansu; on Kafka: at the topics' end)")
     add_settings(p, KAFKA_SETTINGS)
     p.set_defaults(func=cmd_events)

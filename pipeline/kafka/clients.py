@@ -1,26 +1,104 @@
 """The one source of Kafka clients: every producer, reader, admin client and faust app setting is made here.
 
-Sizes, acks and timeouts live in one place, with the broker workarounds they carry (tansu 0.6, the embedded
-broker; see the README's *Environment notes*):
+Sizes, acks and timeouts live in one place, with the broker workarounds they carry. Which broker answers is
+detected, not configured (``broker_kind``): Apache Kafka in KRaft mode reports its finalized ``metadata.version``
+feature in ApiVersions; tansu 0.6 (the embedded broker) reports no feature at all. tansu's workarounds apply
+only to tansu (see the README's *Environment notes*):
 
-* a fetch or a request must hold one whole ``max_message_bytes`` record plus its batch headers: ``SIZE_MARGIN``;
-* tansu makes a group join wait half the session timeout: a short session (6 s, heartbeat 1 s);
-* tansu's ``end_offsets`` is wrong: readers are group-less and track what they consumed;
-* idempotent aiokafka producers fail on tansu: faust's producer is not idempotent (kafka-python's is, for publish);
-* a restarted broker does not know a producer's sequence numbers: producers that outlive broker restarts
-  (the soak publisher) are not idempotent either.
+* tansu makes a group join wait half the session timeout: a short session there (6 s, heartbeat 1 s); on Kafka
+  Kafka's own default (45 s, heartbeat 3 s); ``session_timeout_s`` sets another for either;
+* tansu's ``end_offsets`` is wrong: readers are group-less and track what they consumed, and lag comes from the
+  high watermark of the last fetch; on Kafka lag and "read to the end" use ``end_offsets``;
+* idempotent aiokafka producers fail on tansu, and a restarted tansu does not know a producer's sequence numbers:
+  there faust's producer and the producers that outlive broker restarts (the soak publisher) are not idempotent
+  (kafka-python's publish producer is: it works there); on Kafka every producer is idempotent.
+
+On any broker: a fetch or a request must hold one whole ``max_message_bytes`` record plus its batch headers
+(``SIZE_MARGIN``), and every topic is created explicitly (``pipeline.kafka.topics``).
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import Settings
 
 SIZE_MARGIN = 64 * 1024  # room over max_message_bytes for record and batch headers
 BROKER_CHECK_S = 8.0  # a command that needs the broker gives up after this long (workers wait instead)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BrokerProfile:
+    """How clients talk to one kind of broker."""
+
+    kind: str  # "kafka" or "tansu"
+    idempotent: bool  # every producer idempotent (aiokafka's, and those that live through broker restarts)
+    session_timeout_s: float  # consumer group session (a killed member holds its partitions this long)
+    heartbeat_interval_s: float
+    end_offsets: bool  # ListOffsets(latest) is right: lag and "read to the end" may use it
+
+
+PROFILES = {
+    "kafka": BrokerProfile("kafka", idempotent=True, session_timeout_s=45.0, heartbeat_interval_s=3.0,
+                           end_offsets=True),
+    # tansu 0.6: joins wait half the session; InitProducerId fails for aiokafka; ListOffsets(latest) is wrong
+    "tansu": BrokerProfile("tansu", idempotent=False, session_timeout_s=6.0, heartbeat_interval_s=1.0,
+                           end_offsets=False),
+}
+_kinds: dict[str, str] = {}  # bootstrap servers → detected kind, per process
+
+
+def broker_kind(settings: Settings, timeout_s: float = 10.0) -> str:
+    """"kafka" when the broker reports a finalized ``metadata.version`` (Apache Kafka in KRaft mode), else "tansu":
+    tansu and any broker that reports no features get tansu's conservative clients, which work everywhere (so does
+    a broker that cannot be asked within ``timeout_s``, with a warning; that answer is not remembered)."""
+    servers = settings.bootstrap_servers
+    if servers not in _kinds:
+        kind = _detect(servers, timeout_s)
+        if kind is None:
+            log.warning("could not ask %s which broker it is; using the clients that work on any broker", servers)
+            return "tansu"
+        _kinds[servers] = kind
+    return _kinds[servers]
+
+
+def _detect(servers: str, timeout_s: float) -> str | None:
+    from kafka import KafkaAdminClient
+    from kafka.errors import IncompatibleBrokerVersion, UnsupportedVersionError
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=servers, client_id="newsevents-probe",
+                                     request_timeout_ms=max(1000, int(timeout_s * 1000)))
+            try:
+                features = admin.describe_features()
+            finally:
+                admin.close()
+            return "kafka" if "finalized" in features.get("metadata.version", {}) else "tansu"
+        except (IncompatibleBrokerVersion, UnsupportedVersionError):
+            return "tansu"  # no ApiVersions v3: not a KRaft Kafka
+        except Exception:
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.5)
+
+
+def broker_profile(settings: Settings) -> BrokerProfile:
+    """The detected broker's profile, with ``session_timeout_s`` applied when set (heartbeat a third of it, at most)."""
+    profile = PROFILES[broker_kind(settings)]
+    if settings.session_timeout_s > 0:
+        from dataclasses import replace
+
+        profile = replace(profile, session_timeout_s=settings.session_timeout_s,
+                          heartbeat_interval_s=min(profile.heartbeat_interval_s, settings.session_timeout_s / 3))
+    return profile
 
 
 class BrokerUnavailable(RuntimeError):
@@ -80,11 +158,12 @@ def max_request_bytes(settings: Settings) -> int:
 
 
 def producer(settings: Settings, client_id: str | None = None, **options):
-    """A kafka-python producer with ``acks=all`` and room for the largest record; ``options`` add to or override
-    the defaults (``enable_idempotence``, ``linger_ms``, retries and timeouts of a given use)."""
+    """A kafka-python producer with ``acks=all``, idempotent where the broker keeps producer state (Kafka);
+    ``options`` add to or override the defaults (``linger_ms``, retries and timeouts of a given use)."""
     from kafka import KafkaProducer
 
-    defaults = {"bootstrap_servers": settings.bootstrap_servers, "acks": "all"}
+    defaults = {"bootstrap_servers": settings.bootstrap_servers, "acks": "all",
+                "enable_idempotence": broker_profile(settings).idempotent}
     if client_id is not None:
         defaults["client_id"] = client_id
     return KafkaProducer(**{**defaults, **options})
@@ -97,8 +176,9 @@ def publish_producer(settings: Settings):
 
 
 def restart_tolerant_producer(settings: Settings, client_id: str | None = None, **options):
-    """For a producer that lives through broker restarts: not idempotent (a restarted broker does not know its
-    sequence numbers; duplicates are harmless, every stage is idempotent per document id), quick reconnects."""
+    """For a producer that lives through broker restarts: quick reconnects; idempotent on Kafka (which keeps
+    producer state in its log), not on tansu (a restarted tansu does not know its sequence numbers; duplicates are
+    harmless there, every stage is idempotent per document id)."""
     return producer(settings, client_id, linger_ms=20, retries=5, reconnect_backoff_max_ms=1000,
                     request_timeout_ms=10000, **options)
 
@@ -130,15 +210,16 @@ def admin(settings: Settings):
 
 
 def faust_app_options(settings: Settings, batch_size: int, datadir: Path) -> dict:
-    """faust.App settings of a stage worker (its consumer, producer and memory bounds)."""
+    """faust.App settings of a stage worker (its consumer, producer and memory bounds); the session per broker."""
+    profile = broker_profile(settings)
     return dict(
         broker=";".join(f"kafka://{s.strip()}" for s in settings.bootstrap_servers.split(",")),
         store="memory://",
         web_enabled=False,
         topic_allow_declare=False,  # `newsevents topics` creates every topic explicitly
         topic_disable_leader=True,
-        broker_session_timeout=6,  # tansu makes a join wait half the session timeout
-        broker_heartbeat_interval=1,
+        broker_session_timeout=profile.session_timeout_s,  # tansu: 6 s, as it makes a join wait half of it
+        broker_heartbeat_interval=profile.heartbeat_interval_s,
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
@@ -147,3 +228,51 @@ def faust_app_options(settings: Settings, batch_size: int, datadir: Path) -> dic
         stream_buffer_maxsize=4 * max(batch_size, 64),
         datadir=str(datadir),
     )
+
+
+def make_faust_producers_idempotent(app, settings: Settings) -> bool:
+    """Where the broker supports it (Kafka), faust's aiokafka producer is idempotent (faust makes it so only inside
+    transactions): a retried send is never stored twice. False, and nothing changed, on tansu."""
+    if not broker_profile(settings).idempotent:
+        return False
+    from faust.transport.drivers.aiokafka import Producer
+
+    class IdempotentProducer(Producer):
+        def _settings_extra(self):
+            return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+    app.producer_transport.Producer = IdempotentProducer  # before faust makes its producer (lazily)
+    return True
+
+
+CONNECT_BACKOFF_FIRST_S, CONNECT_BACKOFF_MAX_S = 0.1, 5.0
+
+
+def install_aiokafka_connect_backoff(first_s: float = CONNECT_BACKOFF_FIRST_S, max_s: float = CONNECT_BACKOFF_MAX_S):
+    """aiokafka (faust's client) retries a broker it cannot reach every ``retry_backoff_ms`` (100 ms), from each
+    of its loops (metadata, coordinator, fetcher, sender): about 35 connects a second while the broker is gone.
+    This makes a connection to a node that failed wait before the next try, doubling from ``first_s`` to
+    ``max_s`` while it keeps failing, and back to none once a connection is made. Idempotent; for the process."""
+    import asyncio
+
+    from aiokafka.client import AIOKafkaClient
+
+    original = AIOKafkaClient._get_conn
+    if getattr(original, "backs_off", False):
+        return
+
+    async def _get_conn(self, node_id, **kwargs):
+        failures = self.__dict__.setdefault("_newsevents_failures", {})  # node → (consecutive failures, retry at)
+        count, retry_at = failures.get(node_id, (0, 0.0))
+        loop = asyncio.get_running_loop()
+        if retry_at > loop.time():
+            await asyncio.sleep(retry_at - loop.time())
+        conn = await original(self, node_id, **kwargs)
+        if conn is None:
+            failures[node_id] = (count + 1, loop.time() + min(max_s, first_s * 2 ** count))
+        else:
+            failures.pop(node_id, None)
+        return conn
+
+    _get_conn.backs_off = True
+    AIOKafkaClient._get_conn = _get_conn

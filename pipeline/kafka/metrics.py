@@ -2,8 +2,9 @@
 
 A thread, not faust's web server: the answer must not wait for the event loop, and a scrape never touches the
 stage. Every name starts with ``newsevents_`` (the table is in the README, *Running it as a service*). The
-input lag comes from what was fetched (``consumer.highwater``, the high watermark of the last fetch response),
-never from ``end_offsets``, which tansu gets wrong.
+input lag comes from the high watermark of the last fetch response after each batch, and every few seconds from
+the broker's end offsets on Kafka (``pipeline.kafka.worker``); never from ``end_offsets`` on tansu, which gets them
+wrong.
 """
 
 from __future__ import annotations

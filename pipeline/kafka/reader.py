@@ -31,6 +31,20 @@ def iter_records(consumer, idle_timeout_s: float | None, stop: Callable[[], bool
             return
 
 
+def iter_to_end(settings: Settings, consumer, idle_timeout_s: float) -> Iterator:
+    """Yield what the topics hold now: on Kafka up to the end offsets taken at the start (no idle wait); on tansu,
+    whose end offsets are wrong, until ``idle_timeout_s`` without a record."""
+    if not clients.broker_profile(settings).end_offsets:
+        yield from iter_records(consumer, idle_timeout_s)
+        return
+    ends = {tp: end for tp, end in consumer.end_offsets(list(consumer.assignment())).items() if end > 0}
+
+    def reached() -> bool:
+        return all(consumer.position(tp) >= end for tp, end in ends.items())
+
+    yield from iter_records(consumer, idle_timeout_s=None, stop=reached)
+
+
 @dataclass
 class EventSummary:
     event_id: str  # the story's surviving id

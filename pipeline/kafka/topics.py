@@ -52,12 +52,13 @@ def _topic_configs(admin, names: list[str]) -> dict[str, dict[str, str]]:
             for name, entries in topics.items()}
 
 
-def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
-    """Create missing topics; fail loudly when an existing one has a different partition count. Returns a report."""
+def ensure_topics(settings: Settings, timeout_s: float = 30.0, only: tuple[str, ...] = ()) -> list[str]:
+    """Create missing topics (``only`` those named, if given); fail loudly when an existing one has a different
+    partition count. Returns a report."""
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    specs = topic_specs(settings)
+    specs = [s for s in topic_specs(settings) if not only or s.name in only]
     report: list[str] = []
     admin = admin_client(settings)
     try:

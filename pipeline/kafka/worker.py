@@ -25,7 +25,8 @@ from faust.types import TP
 
 from pipeline.config import Settings
 from pipeline.flow.state import StateError
-from pipeline.kafka.clients import faust_app_options, wait_for_broker
+from pipeline.kafka.clients import (broker_profile, faust_app_options, install_aiokafka_connect_backoff,
+                                    make_faust_producers_idempotent, wait_for_broker)
 from pipeline.kafka.metrics import StageMetrics
 from pipeline.kafka.stages import STAGES, ClusterStage, InRecord, Stage
 from pipeline.lifecycle import ORPHAN_GRACE_S, ShutdownWatchdog, watch_supervisor
@@ -58,6 +59,9 @@ def make_app(settings: Settings, stage_name: str, stage: Stage | None = None,
     datadir = settings.home_path / "faust" / f"{settings.group_prefix}-{stage_name}"  # not the working directory
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(f"{settings.group_prefix}-{stage_name}", **faust_app_options(settings, batch_size, datadir))
+    make_faust_producers_idempotent(app, settings)  # on Kafka; tansu's InitProducerId fails for aiokafka
+    install_aiokafka_connect_backoff()  # a broker that is gone costs a connect every few seconds, not 35 a second
+    lag_from_end_offsets = broker_profile(settings).end_offsets  # tansu's are wrong: the last fetch's high watermark
     source = app.topic(source_name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     outputs: dict[str, faust.TopicT] = {}
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{stage_name}-stage")
@@ -94,7 +98,11 @@ def make_app(settings: Settings, stage_name: str, stage: Stage | None = None,
 
     @app.timer(LAG_REFRESH_S)
     async def refresh_lag() -> None:
-        metrics.refresh_lag(lambda topic, partition: _highwater(app, topic, partition))
+        if lag_from_end_offsets:  # right even while the worker fetches nothing (a full buffer, a long batch)
+            marks = await _end_offsets(app, metrics.positions)
+            metrics.refresh_lag(lambda topic, partition: marks.get((topic, partition)))
+        else:
+            metrics.refresh_lag(lambda topic, partition: _highwater(app, topic, partition))
 
     async def run(stream) -> None:
         loop = asyncio.get_running_loop()
@@ -120,8 +128,17 @@ def make_app(settings: Settings, stage_name: str, stage: Stage | None = None,
     return app
 
 
+async def _end_offsets(app: faust.App, positions: dict) -> dict[tuple[str, int], int]:
+    """The partitions' end offsets from the broker (Kafka's ``end_offsets``); {} when it cannot answer now."""
+    try:
+        answer = await app.consumer.highwaters(*(TP(topic, partition) for topic, partition in positions))
+    except Exception:  # not started, rebalancing, broker away: the next refresh tries again
+        return {}
+    return {(tp.topic, tp.partition): offset for tp, offset in answer.items()}
+
+
 def _highwater(app: faust.App, topic: str, partition: int) -> int | None:
-    """The high watermark from the last fetch response (tansu's ``end_offsets`` is wrong: not used)."""
+    """The high watermark from the last fetch response (on tansu, whose ``end_offsets`` is wrong)."""
     try:
         return app.consumer.highwater(TP(topic, partition))
     except Exception:  # not assigned (any more), or no fetch yet

@@ -1,6 +1,7 @@
 """``newsevents soak``: the stream under faults, then an audit of what came out.
 
-A run starts a durable embedded broker (tansu on a local S3 server) and one worker per stage, publishes real
+A run starts a durable broker (``broker``: the embedded tansu on a local S3 server, or Apache Kafka with its log
+folder kept) and one worker per stage, publishes real
 documents mixed with hostile input at a steady rate, and meanwhile kills each stage with SIGKILL in turn
 (restarting it after ``down_s``) and restarts the broker. A supervisor loop restarts any worker that exits
 on its own, as systemd or Kubernetes would, and counts it. When everything published has settled it reads
@@ -35,11 +36,14 @@ from pipeline.kafka import clients
 from pipeline.kafka.reader import iter_records, make_reader
 from pipeline.kafka.topics import ensure_topics
 from pipeline.models import ensure_model
-from pipeline.ops.broker import EmbeddedBroker
+from pipeline.ops.broker import make_broker
 from pipeline.ops.demo import Accounting, DemoError, warm_up_pipeline
 from pipeline.ops.fuzz import HostileInput, hostile_inputs
 from pipeline.ops.supervise import Workers
 from pipeline.records import HEADER_FORMAT
+
+
+SOAK_SESSION_S = 10.0  # the consumer session of the soak's workers on Kafka, unless settings give one
 
 
 class SoakError(RuntimeError):
@@ -58,6 +62,7 @@ class SoakPlan:
     down_s: float = 2.0  # a killed worker stays down this long
     stall_timeout_s: float = 180.0  # give up when nothing settles for this long
     seed: int = 0
+    broker: str = "tansu"  # or "kafka"
 
 
 @dataclass
@@ -83,6 +88,7 @@ class SoakReport:
     differs_from_uninterrupted: list[str] = field(default_factory=list)  # doc ids, and "merge:<id>" for merges
     seconds: float = 0.0
     broker_kill: bool = True
+    broker: str = "tansu"
     logs: str = ""
 
     @property
@@ -96,7 +102,7 @@ class SoakReport:
             f"({self.published_records} records sent, {self.unstored_acks} re-sent after an offset -1 "
             f"acknowledgement) in {self.seconds:.0f}s",
             "faults     kill -9: " + (", ".join(f"{s} x{n}" for s, n in sorted(self.kills.items())) or "none")
-            + f"; broker restarts ({'kill -9' if self.broker_kill else 'SIGTERM'}): {self.broker_restarts}; "
+            + f"; {self.broker} restarts ({'kill -9' if self.broker_kill else 'SIGTERM'}): {self.broker_restarts}; "
             + "unexpected worker exits: "
             + (", ".join(f"{s} x{n}" for s, n in sorted(self.unexpected_exits.items())) or "0"),
             f"settled    {self.documents_with_event} with an event id ({self.events} events), "
@@ -151,8 +157,8 @@ class _Publisher(threading.Thread):
         self._lock = threading.Lock()
 
     def _producer(self):
-        # Not idempotent: a restarted broker does not know the producer's sequence numbers. Duplicates in
-        # news.raw are harmless (every stage is idempotent per document id).
+        # Idempotent on Kafka only: a restarted tansu does not know the producer's sequence numbers (duplicates
+        # in news.raw are harmless there: every stage is idempotent per document id).
         return clients.restart_tolerant_producer(self.settings, "newsevents-soak",
                                                  max_request_size=clients.max_request_bytes(self.settings))
 
@@ -209,7 +215,7 @@ def run_soak(settings: Settings, plan: SoakPlan, inputs: list[str | Path], work_
              progress: bool = True, say=print) -> SoakReport:
     work_dir = Path(work_dir)
     logs = work_dir / "logs"
-    report = SoakReport(logs=str(logs), broker_kill=plan.broker_kill)
+    report = SoakReport(logs=str(logs), broker_kill=plan.broker_kill, broker=plan.broker)
     rng = random.Random(plan.seed)
     documents = _documents(inputs, plan.documents)
     real_pages = [d.value for d in documents[:50] if d.format == "html"]
@@ -220,7 +226,10 @@ def run_soak(settings: Settings, plan: SoakPlan, inputs: list[str | Path], work_
     report.documents, report.bad_inputs = len(documents), len(hostile)
     ensure_model(settings)
     began = started = time.monotonic()
-    with EmbeddedBroker(durable_dir=work_dir / "broker", log_dir=logs) as broker:
+    if plan.broker == "kafka" and not settings.session_timeout_s:
+        # a stage killed with SIGKILL holds its partitions until its session ends: 10 s, not Kafka's 45 s
+        settings = settings.replace(session_timeout_s=SOAK_SESSION_S)
+    with make_broker(plan.broker, durable_dir=work_dir / "broker", log_dir=logs) as broker:
         settings = settings.replace(bootstrap_servers=broker.bootstrap_servers,
                                     cluster_state_dir=str(work_dir / "cluster-state"))
         ensure_topics(settings)

@@ -1,4 +1,5 @@
-"""Fault tests on the embedded broker: kill -9 of each stage, a broker restart, hostile input, SIGTERM, overload.
+"""Fault tests on Apache Kafka (tansu without its jars): kill -9 of each stage, a broker restart, hostile input,
+SIGTERM, overload.
 
 The same harness as ``newsevents soak`` (pipeline/soak.py), shortened to fit CI.
 """
@@ -17,6 +18,7 @@ from pipeline.flow import STAGE_NAMES
 from pipeline.kafka.reader import iter_records, make_reader
 from pipeline.kafka.topics import ensure_topics
 from pipeline.ops.backpressure import run_backpressure
+from pipeline.ops.broker import kafka_available
 from pipeline.ops.fuzz import hostile_inputs
 from pipeline.ops.soak import SoakPlan, run_soak
 from pipeline.ops.supervise import Workers
@@ -42,7 +44,8 @@ def _settings(kafka_bootstrap: str, tiny_model_dir, tmp_path, **changes) -> Sett
 
 def test_kill_9_of_every_stage_and_a_broker_restart_lose_nothing_and_change_no_event(tiny_model_dir, contest_tar,
                                                                                      tmp_path):
-    plan = SoakPlan(documents=1000, bad_inputs=300, rate=50.0, rounds=1, down_s=1.0, stall_timeout_s=120.0)
+    plan = SoakPlan(documents=1000, bad_inputs=300, rate=50.0, rounds=1, down_s=1.0, stall_timeout_s=120.0,
+                    broker="kafka" if kafka_available() else "tansu")
     settings = _settings("unused", tiny_model_dir, tmp_path)
     report = run_soak(settings, plan, [str(contest_tar)], tmp_path / "soak", progress=False)
     print("\n".join(report.lines()))
