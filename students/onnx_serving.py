@@ -1,10 +1,10 @@
 """Serving a ``teacher-cut`` student through ONNX Runtime, with its layers in dynamic int8.
 
-Why: on these CPUs ONNX Runtime's fused attention and int8 MatMuls run a cut BERT faster than torch (README,
-*Where the students stand*). The folder keeps one copy of each weight: ``model.safetensors`` holds the piece table
-(in the teacher's own Q4_0 blocks, bit-exact, read by both runtimes) and the layers in fp16 (torch: training, ``retrain`` and the
-fallback); ``model.onnx`` holds the layers (and the head) in int8 and starts from the gathered piece rows
-(``inputs_embeds``), so the table is not stored twice. ``newsevents_encoder.json`` says ``"runtime": "onnxruntime"``.
+Why: on these CPUs ONNX Runtime's int8 MatMuls run a cut BERT faster than torch (README, *Students*). The folder
+keeps one copy of each weight: ``model.safetensors`` holds the piece table (in the teacher's own Q4_0 blocks,
+bit-exact, read by both runtimes) and the layers in fp16 (torch: training, ``retrain`` and the fallback);
+``model.onnx`` holds the layers (and the head) in int8 and starts from the gathered piece rows (``inputs_embeds``),
+so the table is not stored twice. ``newsevents_encoder.json`` says ``"runtime": "onnxruntime"``.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ def onnx_served(folder: Path) -> bool:
 
 
 def export_onnx(folder: Path, quantize: str = "int8", per_channel: bool = True) -> Path:
-    """Write ``folder/model.onnx`` from the folder's torch weights (its table stored as int8 rows first) and mark
-    the folder as served by ONNX Runtime. ``quantize``: ``int8`` (dynamic, MatMul weights) or ``none``."""
+    """Write ``folder/model.onnx`` from the folder's torch weights (its table rewritten in Q4_0 blocks first, when
+    it is not already) and mark the folder as served by ONNX Runtime. ``quantize``: ``int8`` (dynamic, MatMul
+    weights) or ``none``."""
     import tempfile
 
     import torch
