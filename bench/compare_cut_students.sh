@@ -10,7 +10,8 @@
 # (int8 e5, the same teacher and recipe; resumable shards) into $TOKEN_LABELS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-NE=(nice -n 10 .venv/bin/newsevents)
+# python -m from the checkout, so a copy of the tree (a snapshot the edits do not reach) runs its own code
+NE=(nice -n 10 .venv/bin/python -m pipeline.cli)
 SHARED=../shared/data
 RUNS=${RUNS:-$HOME/.cache/newsevents/runs}
 TOKEN_LABELS=${TOKEN_LABELS:-$HOME/.cache/newsevents/labels/e5-int8-corpus-tok64}

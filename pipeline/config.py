@@ -46,7 +46,7 @@ class Settings:
     parse_batch_size: int = 256
     parse_max_wait_s: float = 0.2
     # embed
-    model_dir: str = ""  # empty: pipeline.models.served_model_dir decides (promoted, shipped student, teacher)
+    model_dir: str = ""  # empty: pipeline.models.served_model decides (promoted, shipped student, teacher)
     device: str = "auto"  # auto = cuda when present, else cpu
     quantize: str = ""  # "int8": dynamic int8 on CPU
     max_length: int = 256  # tokens

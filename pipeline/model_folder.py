@@ -60,12 +60,6 @@ def read_cluster_space(folder: Path) -> tuple[float, str]:
     return float(raw.get("threshold", 0.0)), str(raw.get("centring", "none"))
 
 
-def read_cluster_threshold(folder: Path, centring: str = DEFAULT_CENTRING) -> float:
-    """The threshold tuned for this model in the ``centring`` space; 0 when none was tuned there."""
-    threshold, tuned_in = read_cluster_space(folder)
-    return threshold if tuned_in == centring else 0.0
-
-
 def write_cluster_threshold(folder: Path, threshold: float, tuned_on: str = "",
                             centring: str = DEFAULT_CENTRING) -> None:
     path = Path(folder) / CLUSTER_SETTINGS_FILE

@@ -4,23 +4,23 @@ The one place in ``pipeline`` that reaches into ``teacher/`` and ``students/`` (
 module loads neither, nor torch). The folder format itself is ``pipeline.model_folder``, re-exported here; teachers
 and students import that leaf, never this module, so no import cycle exists.
 
-Which folder the embed stage serves: ``--model-dir``, else the registry's promoted model
-(``$NEWSEVENTS_HOME/registry/promoted.json``), else the student shipped in ``students/default`` when its
-``release.json`` says it met the bar, else the provisioned teacher. A promotion on ``news.control`` overrides this in
-running workers (``pipeline.kafka.worker``).
+Which folder the embed stage serves, in which centring space and at which threshold, is decided once, by
+``served_model`` (precedence in its docstring and the README's "Which model is served").
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import Settings
 from pipeline.flow.centring import DEFAULT_CENTRING
 from pipeline.flow.cluster import DEFAULT_THRESHOLD
+from pipeline.records import Promotion
 from pipeline.model_folder import (  # noqa: F401 (the contract, re-exported: pipeline code imports it from here)
     CLUSTER_SETTINGS_FILE, ENCODER_SETTINGS_FILE, RELEASE_FILE, Encoder, EncoderSettings, is_student_folder,
-    model_version, read_cluster_space, read_cluster_threshold, shipped_student_serves, write_cluster_threshold)
+    model_version, read_cluster_space, shipped_student_serves, write_cluster_threshold)
 
 log = logging.getLogger(__name__)
 
@@ -72,42 +72,97 @@ def load_served_encoder(settings: Settings, folder: Path) -> Encoder:
                         quantize=settings.quantize or None, threads=settings.threads or None)
 
 
-def served_model_dir(settings: Settings) -> Path:
-    """The model to serve: --model-dir, else the registry's promoted model, else the student shipped in
-    students/default when its release record says it met the bar (``release.json``), else the teacher."""
-    if settings.model_dir:
-        return Path(settings.model_dir)
-    from students.registry import Registry
+@dataclass(frozen=True)
+class ServedModel:
+    """The model the stream serves and the space its vectors are linked in, each with where it came from.
 
-    promoted = Registry(settings.registry_dir).promoted_dir()
-    if promoted is not None and (promoted / "config.json").exists():
-        return promoted
-    return SHIPPED_STUDENT if shipped_student_serves(SHIPPED_STUDENT) else settings.teacher_dir
+    Resolved by ``served_model`` alone; the embed worker, the cluster stage (through the vectors it reads), eval,
+    bench, ship and retrain all take it from there."""
+
+    folder: Path
+    centring: str
+    threshold: float
+    folder_from: str  # FOLDER_SOURCES
+    centring_from: str  # "flag", "tuned" (the model's newsevents_cluster.json, or what its vectors carry), "default"
+    threshold_from: str  # the same three
+
+    @property
+    def version(self) -> str:
+        return model_version(self.folder)
+
+    def describe(self) -> str:
+        return (f"{self.folder} (from {self.folder_from}), {self.centring} centring ({self.centring_from}), "
+                f"threshold {self.threshold:.3f} ({self.threshold_from})")
 
 
-def ensure_model(settings: Settings) -> Path:
-    """The model folder to serve (``served_model_dir``); provisions the teacher on first use."""
-    folder = served_model_dir(settings)
-    if not (folder / "config.json").exists():
-        if settings.model_dir:
-            raise FileNotFoundError(f"model folder {folder} has no config.json")
+FOLDER_SOURCES = ("control topic", "flag", "registry", "release", "teacher")
+
+
+def served_model(settings: Settings, promotion: Promotion | None = None, *, provision: bool = True) -> ServedModel:
+    """The model to serve, first match wins:
+
+    1. the latest promotion on ``news.control`` (``promotion``; running embed workers pass it),
+    2. ``--model-dir``,
+    3. the registry's promoted model (``$NEWSEVENTS_HOME/registry/promoted.json``),
+    4. the student shipped in ``students/default`` when its ``release.json`` says it serves by default,
+    5. the teacher (provisioned on first use unless ``provision`` is False).
+
+    A promotion wins over the flag so that a worker restarted after a promotion serves what the workers that
+    saw it serve. Centring and threshold: ``cluster_space``."""
+    folder, folder_from = _served_folder(settings, promotion)
+    if provision and not (folder / "config.json").exists():
+        if folder_from != "teacher":
+            raise FileNotFoundError(f"model folder {folder} (from {folder_from}) has no config.json")
         from teacher.provision import provision_e5
 
         log.warning("provisioning multilingual-e5-small into %s (first run only)", folder)
         provision_e5(folder)
-    return folder
+    return model_in_its_space(settings, folder, folder_from)
 
 
-def cluster_space(settings: Settings, folder: Path | None = None) -> tuple[str, float]:
-    """(centring, threshold) the stream links ``folder``'s vectors with (default: the served model's): the
-    flags, else the space and threshold tuned for the model (its ``newsevents_cluster.json``), else the
-    defaults. A threshold tuned in another space than the one chosen is not used."""
-    tuned, tuned_in = read_cluster_space(folder if folder is not None else served_model_dir(settings))
-    centring = settings.centring or tuned_in or DEFAULT_CENTRING
-    threshold = settings.threshold or (tuned if tuned_in == centring else 0.0) or DEFAULT_THRESHOLD
-    return centring, threshold
+def model_in_its_space(settings: Settings, folder: Path, folder_from: str) -> ServedModel:
+    """``folder`` with the centring and threshold the stream links its vectors with (``cluster_space``)."""
+    tuned, tuned_in = read_cluster_space(folder)
+    centring, threshold, centring_from, threshold_from = cluster_space(settings, tuned, tuned_in)
+    return ServedModel(Path(folder), centring, threshold, folder_from, centring_from, threshold_from)
 
 
-def cluster_threshold(settings: Settings) -> float:
-    """The threshold of ``cluster_space`` for the served model."""
-    return cluster_space(settings)[1]
+def _served_folder(settings: Settings, promotion: Promotion | None) -> tuple[Path, str]:
+    if promotion is not None:
+        return Path(promotion.model_dir), "control topic"
+    if settings.model_dir:
+        return Path(settings.model_dir), "flag"
+    from students.registry import Registry
+
+    promoted = Registry(settings.registry_dir).promoted_dir()
+    if promoted is not None and (promoted / "config.json").exists():
+        return promoted, "registry"
+    if shipped_student_serves(SHIPPED_STUDENT):
+        return SHIPPED_STUDENT, "release"
+    return Path(settings.teacher_dir), "teacher"
+
+
+def cluster_space(settings: Settings, tuned: float | None, tuned_in: str | None) -> tuple[str, float, str, str]:
+    """(centring, threshold, centring_from, threshold_from): the flags, else the space and threshold tuned for
+    the model (``tuned`` in ``tuned_in``; a threshold with no space was tuned on raw vectors, "none"), else the
+    defaults. A threshold tuned in another space than the one chosen is not used. The one rule: the embed
+    stage applies it to the served folder, the cluster stage to what the vectors carry."""
+    tuned = float(tuned or 0.0)
+    tuned_in = (tuned_in or "none") if tuned else ""
+    if settings.centring:
+        centring, centring_from = settings.centring, "flag"
+    else:
+        centring, centring_from = (tuned_in, "tuned") if tuned_in else (DEFAULT_CENTRING, "default")
+    if settings.threshold:
+        return centring, settings.threshold, centring_from, "flag"
+    if tuned and tuned_in == centring:
+        return centring, tuned, centring_from, "tuned"
+    return centring, DEFAULT_THRESHOLD, centring_from, "default"
+
+
+def tuning_spaces(settings: Settings) -> tuple[str, ...]:
+    """The centrings a threshold sweep tries: the one ``--centring`` pins, else every space (the model's best
+    space is part of what is tuned)."""
+    from pipeline.evaluate import CENTRINGS
+
+    return (settings.centring,) if settings.centring else tuple(CENTRINGS)

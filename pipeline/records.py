@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from pipeline.model_folder import model_version, read_cluster_threshold
+from pipeline.model_folder import model_version
 
 # Headers of a news.raw record (written by `newsevents publish`, read by the parse stage)
 HEADER_FORMAT = "format"
@@ -179,8 +179,9 @@ class DeadLetter(_Record):
 class Promotion:
     model_dir: str
     model_version: str
-    threshold: float  # the cluster threshold tuned for this model (0: none, the clusterer's setting applies)
     promoted_at_ms: int
+    # No threshold or centring: the worker reads them from the folder through pipeline.models.served_model, the
+    # one place that decides them (a "threshold" in older records is ignored).
 
     def to_bytes(self) -> bytes:
         return json.dumps({"type": "promote", **asdict(self)}).encode()
@@ -190,10 +191,9 @@ class Promotion:
         raw = json.loads(value)
         if not isinstance(raw, dict) or raw.get("type") != "promote":
             raise ValueError("not a promotion record")
-        return cls(str(raw["model_dir"]), str(raw["model_version"]), float(raw.get("threshold") or 0.0),
-                   int(raw["promoted_at_ms"]))
+        return cls(str(raw["model_dir"]), str(raw["model_version"]), int(raw["promoted_at_ms"]))
 
     @classmethod
     def of(cls, folder: Path) -> "Promotion":
         folder = Path(folder).resolve()
-        return cls(str(folder), model_version(folder), read_cluster_threshold(folder), int(time.time() * 1000))
+        return cls(str(folder), model_version(folder), int(time.time() * 1000))

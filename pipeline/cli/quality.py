@@ -21,8 +21,9 @@ def _format_score(name: str, score) -> str:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from pipeline.evaluate import CENTRINGS, THRESHOLD_GRID, embedded_documents, evaluate, read_pairs, threshold_sweep
-    from pipeline.models import cluster_space, ensure_model, load_encoder, write_cluster_threshold
+    from pipeline.evaluate import THRESHOLD_GRID, embedded_documents, evaluate, read_pairs, threshold_sweep
+    from pipeline.models import (load_encoder, model_in_its_space, served_model, tuning_spaces,
+                                 write_cluster_threshold)
 
     settings = load_settings(args)
     for path in [args.pairs, *args.input]:
@@ -31,25 +32,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     pairs = [p for p in read_pairs(args.pairs) if p.confidence >= args.min_confidence]
     if not pairs:
         return fail(f"{args.pairs}: no labelled pairs with confidence >= {args.min_confidence}")
+    # --labels are the teacher's vectors: linked in the teacher's space
+    served = model_in_its_space(settings, settings.teacher_dir, "--labels") if args.labels else served_model(settings)
+    print(f"model: {served.describe()}", file=sys.stderr)
     encoder = None
     if args.labels is None:
-        encoder = load_encoder(ensure_model(settings), device=settings.device, max_length=settings.max_length,
+        encoder = load_encoder(served.folder, device=settings.device, max_length=settings.max_length,
                                quantize=settings.quantize or None, threads=settings.threads or None)
     docs, stats, unlabelled = embedded_documents(args.input, encoder=encoder, labels_dir=args.labels,
                                                  max_chars=settings.max_chars, progress=not args.json)
     if not docs:
         return fail("no documents could be read from --input: " + "; ".join(stats.problems[:5]))
     modes = ["batch", "stream"] if args.mode == "both" else [args.mode]
-    # the model's own space (flags first); --labels are the teacher's vectors
-    centring, threshold = cluster_space(settings, settings.teacher_dir if args.labels else ensure_model(settings))
+    centring, threshold = served.centring, served.threshold
     clustering = settings.cluster_options | {"centring": centring}
     if args.tune:
         grid = THRESHOLD_GRID if args.tune_from is None and args.tune_to is None and args.tune_step is None else [
             round(float(x), 3) for x in np.arange(args.tune_from or THRESHOLD_GRID[0],
                                                   (args.tune_to or THRESHOLD_GRID[-1]) + 1e-9, args.tune_step or 0.02)]
-        # every space unless --centring pins one: the model's best space is part of what is tuned
-        sweep = threshold_sweep(pairs, docs, modes, grid, clustering,
-                                centrings=[settings.centring] if settings.centring else CENTRINGS)
+        sweep = threshold_sweep(pairs, docs, modes, grid, clustering, centrings=tuning_spaces(settings))
         rows, best, centring = sweep.rows, sweep.best, sweep.centring
         if args.json:
             print(orjson.dumps({"grid": {m: [r.to_dict() for r in rs] for m, rs in rows.items()},
@@ -62,9 +63,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.write_threshold:
             if args.labels is not None:
                 return fail("--write-threshold needs the model itself (--model-dir), not --labels")
-            write_cluster_threshold(ensure_model(settings), best.threshold, tuned_on=f"{args.pairs} ({best.mode})",
+            write_cluster_threshold(served.folder, best.threshold, tuned_on=f"{args.pairs} ({best.mode})",
                                     centring=centring)
-            print(f"wrote cluster_threshold {best.threshold:.3f} to {ensure_model(settings)}", file=sys.stderr)
+            print(f"wrote cluster_threshold {best.threshold:.3f} to {served.folder}", file=sys.stderr)
         return 0
     reports = [evaluate(pairs, docs, mode, threshold, clustering) for mode in modes]
     if args.json:
@@ -89,7 +90,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from pipeline.flow.documents import InputStats, iter_documents
     from pipeline.flow.embed import document_text
-    from pipeline.models import served_model_dir
+    from pipeline.models import served_model
     from pipeline.ops import bench
     from pipeline.ops.demo import default_input
 
@@ -108,7 +109,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 break
         texts = [document_text(d, settings.max_chars) for d in docs]
         specs = args.encoders.split(",")
-        if "student" in specs and served_model_dir(settings) == settings.teacher_dir:
+        if "student" in specs and served_model(settings, provision=False).folder_from == "teacher":
             specs.remove("student")  # nothing promoted or shipped: "student" would time the teacher twice
             print("bench: no student promoted or shipped; timing the teachers only", file=sys.stderr)
         report["encoders"] = bench.bench_encoders(settings, texts, specs,

@@ -88,7 +88,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.kafka.clients import BrokerUnavailable, require_broker
     from pipeline.kafka.stages import STAGES
-    from pipeline.models import ensure_model
+    from pipeline.models import served_model
     from pipeline.ops.supervise import CrashLoop, Workers, run_supervised
 
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
@@ -97,7 +97,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return fail(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
     settings = load_settings(args)
     if "embed" in stages:
-        ensure_model(settings)
+        served_model(settings)
     try:
         require_broker(settings, timeout_s=1.0)
     except BrokerUnavailable as err:  # workers wait for it and reconnect: a note, not an error

@@ -20,7 +20,7 @@ from pipeline.flow.embed import embed
 from pipeline.flow.parse import ParseError, document_from_json, parse_html
 from pipeline.flow.sources import FORMAT_DOCUMENT_JSON
 from pipeline.flow.state import ClusterStateStore, Decision, MergeDecision, StateError
-from pipeline.models import cluster_space, ensure_model, load_served_encoder
+from pipeline.models import ServedModel, cluster_space, load_served_encoder, served_model
 from pipeline.records import HEADER_FORMAT, HEADER_SOURCE, DeadLetter, Document, EmbeddedDocument
 
 log = logging.getLogger(__name__)
@@ -121,31 +121,29 @@ class EmbedStage(Stage):
 
     name = "embed"
 
-    def __init__(self, settings: Settings, encoder=None, model_dir: Path | None = None):
+    def __init__(self, settings: Settings, encoder=None, served: ServedModel | None = None):
+        """``served`` defaults to ``served_model(settings)``; with ``encoder`` alone (tests, benchmarks) the
+        vectors carry no space and the cluster stage decides."""
         super().__init__(settings)
-        self.model_dir = model_dir or (None if encoder is not None else ensure_model(settings))
-        self.encoder = encoder or self._load(self.model_dir)
-        self.space = self._space(self.model_dir)
+        self.served = served or (None if encoder is not None else served_model(settings))
+        self.encoder = encoder or self._load(self.served)
+        if self.served is not None:
+            log.warning("embed: serving %s: %s", self.encoder.version, self.served.describe())
 
-    def _load(self, folder: Path):
-        return load_served_encoder(self.settings, folder)
+    def _load(self, served: ServedModel):
+        return load_served_encoder(self.settings, served.folder)
 
-    def _space(self, folder: Path | None) -> tuple[str | None, float | None]:
-        """(centring, threshold) for this model's vectors; (None, None) leaves it to the cluster stage."""
-        return cluster_space(self.settings, folder) if folder is not None else (None, None)
-
-    def switch_model(self, folder: str | Path) -> str:
-        """Serve ``folder`` from the next batch on; returns the new model version. Raises if it cannot load
+    def switch_model(self, served: ServedModel) -> str:
+        """Serve ``served`` from the next batch on; returns the new model version. Raises if it cannot load
         (the current model stays)."""
-        folder = Path(folder)
-        encoder = self._load(folder)
-        self.encoder, self.model_dir, self.space = encoder, folder, self._space(folder)
-        log.warning("embed: now serving %s from %s", encoder.version, folder)
+        encoder = self._load(served)
+        self.encoder, self.served = encoder, served
+        log.warning("embed: now serving %s: %s", encoder.version, served.describe())
         return encoder.version
 
     def process(self, batch: list[InRecord]) -> list[OutRecord]:
         out, records, docs = [], [], []
-        encoder, (centring, threshold) = self.encoder, self.space  # one model for the whole batch
+        encoder, served = self.encoder, self.served  # one model for the whole batch
         for record in batch:
             try:
                 docs.append(Document.from_bytes(record.value or b""))
@@ -162,20 +160,21 @@ class EmbedStage(Stage):
                     embedded += embed([doc], encoder, 1, self.settings.max_chars)
                 except Exception as err:
                     out.append(self.dead_letter(record, "embed-failed", repr(err)))
-        for vector in embedded:
-            vector.cluster_threshold, vector.cluster_centring = threshold, centring
+        if served is not None:
+            for vector in embedded:
+                vector.cluster_threshold, vector.cluster_centring = served.threshold, served.centring
         out += [OutRecord(self.settings.vectors_topic, e.doc_id.encode(), e.to_bytes()) for e in embedded]
         return out
 
 
 def cluster_config(settings: Settings, dim: int, doc: EmbeddedDocument | None = None) -> ClusterConfig:
-    """The flags, else the space the vectors' model was tuned in (carried by each vector from the embed stage),
-    else the served model's, else the defaults."""
-    centring, threshold = cluster_space(settings)
+    """The space the vector's model was tuned in, as the vector carries it from the embed stage (a vector that
+    carries none: the served model's), through the one rule of ``pipeline.models.cluster_space``."""
     if doc is not None and doc.cluster_threshold:
-        centring = settings.centring or doc.cluster_centring or "none"
-        threshold = settings.threshold or (float(doc.cluster_threshold) if centring == (doc.cluster_centring or "none")
-                                           else threshold)
+        centring, threshold, _, _ = cluster_space(settings, doc.cluster_threshold, doc.cluster_centring)
+    else:
+        served = served_model(settings, provision=False)
+        centring, threshold = served.centring, served.threshold
     return ClusterConfig(dim=dim, threshold=threshold, **(settings.cluster_options | {"centring": centring}))
 
 

@@ -18,7 +18,6 @@ import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import faust
 from faust.types import TP
@@ -180,13 +179,14 @@ def embed_stage_following_promotions(settings: Settings, executor: ThreadPoolExe
     the stage's single thread, so it happens between two batches: none is lost or embedded twice for it."""
     from pipeline.kafka.control import ControlWatcher
     from pipeline.kafka.stages import EmbedStage
+    from pipeline.models import served_model
 
     holder: dict[str, EmbedStage] = {}
 
     def on_promotion(promotion) -> None:
         def switch() -> None:
             try:
-                holder["stage"].switch_model(promotion.model_dir)
+                holder["stage"].switch_model(served_model(settings, promotion))
             except Exception:
                 log.exception("embed: cannot serve promoted model %s; keeping %s", promotion.model_dir,
                               holder["stage"].encoder.version)
@@ -198,7 +198,7 @@ def embed_stage_following_promotions(settings: Settings, executor: ThreadPoolExe
     stage = None
     if latest is not None:
         try:
-            stage = EmbedStage(settings, model_dir=Path(latest.model_dir))
+            stage = EmbedStage(settings, served=served_model(settings, latest))
         except Exception:
             log.exception("embed: cannot serve promoted model %s; starting on the configured one", latest.model_dir)
     holder["stage"] = stage or EmbedStage(settings)

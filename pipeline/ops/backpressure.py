@@ -15,7 +15,7 @@ from pipeline.flow.sources import SourceRecord, iter_sources
 from pipeline.kafka import clients
 from pipeline.kafka.reader import iter_records, make_reader
 from pipeline.kafka.topics import ensure_topics
-from pipeline.models import ensure_model
+from pipeline.models import served_model
 from pipeline.ops.soak import SoakError
 from pipeline.ops.supervise import Workers
 from pipeline.plots import pyplot, save_figure
@@ -104,7 +104,7 @@ def run_backpressure(settings: Settings, inputs: list[str | Path], log_dir: str 
     ``news.docs`` not yet on ``news.vectors``) every 0.25 s."""
     log_dir = Path(log_dir)
     report = BackpressureReport(overload_s=overload_s)
-    ensure_model(settings)
+    served_model(settings)
     ensure_topics(settings)
     documents = _parsed_documents(inputs, backlog)
     producer = clients.producer(settings, linger_ms=20, batch_size=256 * 1024,

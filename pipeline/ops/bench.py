@@ -32,7 +32,7 @@ def bench_encoders(settings: Settings, texts: list[str], encoders: list[str], ba
         encoders = [reference, *encoders]
     import torch
 
-    from pipeline.models import load_teacher, served_model_dir
+    from pipeline.models import load_teacher, served_model
 
     rows = []
     for spec in encoders:
@@ -40,7 +40,7 @@ def bench_encoders(settings: Settings, texts: list[str], encoders: list[str], ba
         if quantize != "int8":  # a "+" inside a folder name is not a precision
             name, quantize = spec, ""
         # "student"/"model": what the stream serves (the shipped student unless --model-dir says otherwise)
-        encoder = load_teacher(str(served_model_dir(settings)) if name in ("model", "student") else name,
+        encoder = load_teacher(str(served_model(settings).folder) if name in ("model", "student") else name,
                                home=settings.home_path,
                                device=settings.device, max_length=settings.max_length, quantize=quantize or None,
                                threads=threads)

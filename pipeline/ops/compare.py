@@ -17,14 +17,13 @@ def compare_encoders(settings: Settings, pairs_path: str, inputs: list[str], tea
                      teacher_labels: str | None = None, skip_teacher_f1: bool = False, speed_docs: int = 256,
                      batch_size: int = 32, progress: bool = False) -> tuple[list[dict], int]:
     """One row per model, the teacher first; returns the rows and how many documents were timed."""
-    from pipeline.evaluate import CENTRINGS, embedded_documents
+    from pipeline.evaluate import embedded_documents
     from pipeline.flow.embed import document_text
-    from pipeline.models import load_encoder
+    from pipeline.models import load_encoder, tuning_spaces
     from pipeline.ops.bench import bench_encoders
     from students.evaluation import DevPairEvaluator
 
-    evaluator = DevPairEvaluator(pairs_path, inputs, settings.max_chars,
-                                 centrings=(settings.centring,) if settings.centring else CENTRINGS)
+    evaluator = DevPairEvaluator(pairs_path, inputs, settings.max_chars, centrings=tuning_spaces(settings))
     texts = [document_text(d, settings.max_chars) for d in evaluator.docs][:speed_docs]
     specs = [("teacher", teacher)] + [(f"student {i + 1}" if len(students) > 1 else "student", m)
                                       for i, m in enumerate(students)]

@@ -21,7 +21,7 @@ from pipeline.flow import STAGE_NAMES
 from pipeline.kafka.publish import publish
 from pipeline.kafka.reader import EventBook, decode, format_event, iter_records, make_reader
 from pipeline.kafka.topics import ensure_topics
-from pipeline.models import ensure_model
+from pipeline.models import served_model
 from pipeline.ops.broker import EmbeddedBroker
 from pipeline.ops.supervise import Workers
 from pipeline.plots import pyplot, save_figure
@@ -86,7 +86,7 @@ def run_demo(settings: Settings, inputs: list[str] | None = None, limit: int | N
         if not Path(path).exists():
             raise DemoError(f"--input {path}: no such file or directory")
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix="newsevents-demo-"))
-    ensure_model(settings)  # before the workers start, so they do not race to provision
+    served_model(settings)  # before the workers start, so they do not race to provision
     if not settings.cluster_state_dir:  # the demo's broker is new each run: so is the clusterer's state
         settings = settings.replace(cluster_state_dir=str(log_dir / "cluster-state"))
     with EmbeddedBroker(log_dir=log_dir) as broker:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pipeline.config import Settings
 from pipeline.files import resolve_portable, write_atomic
-from pipeline.models import served_model_dir
+from pipeline.models import served_model as resolve_served_model
 
 
 class RetrainError(RuntimeError):
@@ -56,7 +56,7 @@ def served_model(settings: Settings, work_dir: Path) -> Path:
     record = work_dir / "retrain.json"
     if record.exists():
         return Path(json.loads(record.read_text())["served_model_dir"])
-    folder = served_model_dir(settings)
+    folder = resolve_served_model(settings).folder
     work_dir.mkdir(parents=True, exist_ok=True)
     _write_json(record, {"served_model_dir": str(Path(folder).resolve()), "started_at": time.time()})
     return Path(folder).resolve()

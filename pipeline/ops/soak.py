@@ -35,7 +35,7 @@ from pipeline.flow.sources import SourceRecord, iter_sources
 from pipeline.kafka import clients
 from pipeline.kafka.reader import iter_records, make_reader
 from pipeline.kafka.topics import ensure_topics
-from pipeline.models import ensure_model
+from pipeline.models import served_model
 from pipeline.ops.broker import make_broker
 from pipeline.ops.demo import Accounting, DemoError, warm_up_pipeline
 from pipeline.ops.fuzz import HostileInput, hostile_inputs
@@ -224,7 +224,7 @@ def run_soak(settings: Settings, plan: SoakPlan, inputs: list[str | Path], work_
     records += [(h.key, h.value, h.headers) for h in hostile]
     rng.shuffle(records)
     report.documents, report.bad_inputs = len(documents), len(hostile)
-    ensure_model(settings)
+    served_model(settings)
     began = started = time.monotonic()
     if plan.broker == "kafka" and not settings.session_timeout_s:
         # a stage killed with SIGKILL holds its partitions until its session ends: 10 s, not Kafka's 45 s

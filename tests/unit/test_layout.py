@@ -167,6 +167,27 @@ def test_one_threshold_sweep():
     assert not copies, f"a second threshold sweep: {copies}"
 
 
+def test_one_served_model_decision():
+    """Which folder is served, in which space, at which threshold is decided by ``pipeline.models.served_model``
+    (and its ``cluster_space`` rule) alone: no other module reads the registry's promotion, the shipped release, the
+    settings' centring/threshold flags or the tuned-space file to decide it."""
+    deciding = {"promoted_dir", "shipped_student_serves", "read_cluster_space"}
+    flags = {"centring", "threshold"}
+    allowed = {"pipeline.models", "pipeline.model_folder", "students.registry", "pipeline.config",
+               "pipeline.cli.students"}  # cli.students only prints what a registered folder was tuned at
+    copies = []
+    for name, path in source_modules().items():
+        if name in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            called = isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None))
+            flag = (isinstance(node, ast.Attribute) and node.attr in flags and isinstance(node.value, ast.Name)
+                    and node.value.id == "settings")
+            if called in deciding or flag:
+                copies.append(f"{path.relative_to(ROOT)}:{node.lineno} {called or 'settings.' + node.attr}")
+    assert not copies, f"a second served-model decision: {copies}"
+
+
 def test_committed_records_carry_no_machines_paths():
     """Shipped model folders and other committed JSON name files relative to the repository or ../shared."""
     import json as json_module

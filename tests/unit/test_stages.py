@@ -118,12 +118,16 @@ def test_wire_records_with_wrong_types_are_dead_letters_not_crashes():
 def test_cluster_threshold_precedence(tmp_path):
     from pipeline.flow.cluster import DEFAULT_THRESHOLD
     from pipeline.model_folder import write_cluster_threshold
-    from pipeline.models import cluster_threshold
+    from pipeline.models import served_model
 
-    assert cluster_threshold(Settings(model_dir=str(tmp_path))) == DEFAULT_THRESHOLD
+    def threshold(**flags) -> tuple[float, str]:
+        served = served_model(Settings(model_dir=str(tmp_path), **flags), provision=False)
+        return served.threshold, served.threshold_from
+
+    assert threshold() == (DEFAULT_THRESHOLD, "default")
     write_cluster_threshold(tmp_path, 0.87, tuned_on="dev")
-    assert cluster_threshold(Settings(model_dir=str(tmp_path))) == 0.87  # tuned for the served model
-    assert cluster_threshold(Settings(model_dir=str(tmp_path), threshold=0.8)) == 0.8  # the flag wins
+    assert threshold() == (0.87, "tuned")  # tuned for the served model
+    assert threshold(threshold=0.8) == (0.8, "flag")  # the flag wins
 
 
 def test_each_model_is_linked_in_the_space_it_was_tuned_in(tmp_path, tiny_model_dir):
@@ -135,7 +139,11 @@ def test_each_model_is_linked_in_the_space_it_was_tuned_in(tmp_path, tiny_model_
 
     from pipeline.flow.cluster import DEFAULT_THRESHOLD
     from pipeline.model_folder import write_cluster_threshold
-    from pipeline.models import cluster_space
+    from pipeline.models import served_model
+
+    def cluster_space(settings: Settings) -> tuple[str, float]:
+        served = served_model(settings)
+        return served.centring, served.threshold
 
     model = tmp_path / "student"
     shutil.copytree(tiny_model_dir, model)

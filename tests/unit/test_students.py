@@ -70,7 +70,7 @@ def test_registry_versions_and_promotes(tiny_model_dir, contest_docs, tmp_path):
     v2 = registry.register(b)
     assert [p.name for p in registry.versions()] == ["v1", "v2"]
     promotion = registry.promote(v2)
-    assert registry.promoted() == promotion and promotion.threshold == 0.99999
+    assert registry.promoted() == promotion
     assert promotion.model_dir == str(v2.resolve())
 
 
