@@ -17,6 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.config import Settings  # noqa: E402
 from pipeline.ops.demo import DEFAULT_INPUT  # noqa: E402
 from pipeline.flow.embed import DEFAULT_MAX_CHARS  # noqa: E402
 from pipeline.models import load_encoder  # noqa: E402
@@ -79,7 +80,7 @@ def largest_event_coherence(docs: list[EmbeddedDocument], labels: dict[str, str]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-dir", default=str(Path.home() / ".cache/newsevents/models/multilingual-e5-small"))
+    parser.add_argument("--model-dir", default=str(Settings().teacher_dir))
     parser.add_argument("--input", default=str(DEFAULT_INPUT))
     parser.add_argument("--pairs", default=str(DEFAULT_PAIRS))
     parser.add_argument("--cache", help="npz of vectors to reuse (written on the first run)")

@@ -104,7 +104,7 @@ class Settings:
 
     @property
     def teacher_dir(self) -> Path:
-        return self.home_path / "models" / "multilingual-e5-small"
+        return teacher_dir_in(self.home_path)
 
     @property
     def registry_dir(self) -> Path:
@@ -155,3 +155,8 @@ def _coerce(type_name: Any, raw: str, where: str) -> Any:
     except ValueError:
         raise ValueError(f"{where}={raw!r} is not a valid {kind}") from None
     return raw
+
+
+def teacher_dir_in(home: Path) -> Path:
+    """Where the default teacher (multilingual-e5-small) is provisioned under a newsevents home: the one spelling."""
+    return Path(home) / "models" / "multilingual-e5-small"

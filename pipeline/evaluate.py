@@ -141,9 +141,9 @@ def cluster_labels(docs: list, mode: str, threshold: float, batch_size: int = 64
     clusterer = IncrementalClusterer(config)
     labels, merged_into = {}, {}
     for start in range(0, len(ordered), batch_size):
-        for assignment in clusterer.assign(ordered[start:start + batch_size]):
-            labels[assignment.doc_id] = assignment.event_id
-        merged_into.update((m.event_id, m.into) for _, m in clusterer.last_merges)
+        assigned = clusterer.assign(ordered[start:start + batch_size])
+        labels.update((a.doc_id, a.event_id) for a in assigned.assignments)
+        merged_into.update((m.event_id, m.into) for _, m in assigned.merges)
     return {doc_id: resolve_event(event_id, merged_into) for doc_id, event_id in labels.items()}
 
 

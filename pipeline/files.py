@@ -1,5 +1,5 @@
-"""The one atomic-write helper (a reader sees the old file or the new one, never half of one), and how committed
-records name files (``portable_path``: relative to the repository or to ``../shared`` beside it).
+"""The one atomic-write helper (a reader sees the old file or the new one, never half of one), its counterpart for
+whole folders (``staging_folder`` then ``replace_folder``), and how committed records name files (``portable_path``: relative to the repository or to ``../shared`` beside it).
 
 Write to ``<name>.tmp`` beside the target, optionally fsync it, then rename over the target. ``fsync=True`` also
 survives a power cut (the cluster state, label shards); ``fsync=False`` only a crash of this process (reports, plots,
@@ -9,6 +9,7 @@ checkpoints that a rerun recomputes), which is what each caller did before this 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -28,6 +29,28 @@ def write_atomic(path: str | Path, data: bytes | str | Callable[[BinaryIO], obje
             os.fsync(f.fileno())
     os.replace(tmp, path)
     return path
+
+
+def staging_folder(destination: str | Path) -> Path:
+    """An empty ``<name>.tmp`` beside ``destination``: write the new folder there, then ``replace_folder``."""
+    destination = Path(destination)
+    staged = destination.with_name(destination.name + ".tmp")
+    shutil.rmtree(staged, ignore_errors=True)
+    return staged
+
+
+def replace_folder(staged: str | Path, destination: str | Path) -> Path:
+    """Swap the fully written folder ``staged`` (a sibling) in for ``destination``. A folder cannot be renamed
+    over a non-empty one, so the old one is moved aside first and removed after: a reader sees the old folder
+    or the new one (for an instant, none), never a mix."""
+    staged, destination = Path(staged), Path(destination)
+    old = destination.with_name(destination.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if destination.exists():
+        os.replace(destination, old)
+    os.replace(staged, destination)
+    shutil.rmtree(old, ignore_errors=True)
+    return destination
 
 
 def fsync_dir(folder: str | Path) -> None:

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import Settings
+from pipeline.config import Settings, teacher_dir_in
 from pipeline.flow.centring import DEFAULT_CENTRING
 from pipeline.flow.cluster import DEFAULT_THRESHOLD
 from pipeline.records import Promotion
@@ -58,7 +58,7 @@ def load_teacher(spec: str, *, home: Path, device: str = "auto", max_length: int
     if spec == "e5":
         from teacher.provision import provision_e5
 
-        folder = provision_e5(home / "models" / "multilingual-e5-small")
+        folder = provision_e5(teacher_dir_in(home))
     else:
         folder = Path(spec)
         if not (folder / "config.json").exists():

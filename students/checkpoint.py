@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
-from pipeline.files import write_atomic
+from pipeline.files import replace_folder, staging_folder, write_atomic
 from pipeline.model_folder import write_cluster_threshold
 from pipeline.plots import pyplot, save_figure
 from students.data import DistillationData
@@ -68,8 +67,7 @@ def save_student(model, tokenizer_dir: Path, folder: Path, data: DistillationDat
     """The HF folder the stream serves: weights, pruned tokenizer, how to use it, its tuned threshold, provenance."""
     import shutil
 
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = staging_folder(folder)
     # weights stored in fp16 (half the size on disk; inference upcasts to fp32 at load)
     import copy
 
@@ -89,8 +87,7 @@ def save_student(model, tokenizer_dir: Path, folder: Path, data: DistillationDat
          "settings": asdict(settings),
          "epoch": epoch_row, "dev_documents_in_training": dev_overlap,
          "target_centres": {k: [round(x, 6) for x in v] for k, v in centres.items()}}, indent=2))
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
+    replace_folder(tmp, folder)
 
 
 def plot_history(history: list[dict], path: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.flow.centring import centre_and_normalise
 from students.construction import BaseStudent
 from students.data import DistillationData, load_distillation_data
 from students.encoder import encode_token_lists
@@ -157,8 +158,7 @@ def centre_targets(settings: TrainSettings, data: DistillationData, subsets: tup
         centres[name] = centre.tolist()
         for subset in subsets:
             if name in subset.targets:
-                centred = subset.targets[name] - centre
-                centred /= np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
+                centred = centre_and_normalise(subset.targets[name], centre)
                 subset.targets[name] = np.where(subset.has_target[name][:, None], centred, 0.0).astype(np.float32)
     return centres
 

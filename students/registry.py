@@ -11,12 +11,11 @@ machine, or a shared volume: ``deploy/docker-compose.yml`` mounts one).
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
 
-from pipeline.files import write_atomic
+from pipeline.files import replace_folder, staging_folder, write_atomic
 from pipeline.model_folder import model_version
 from pipeline.records import Promotion
 
@@ -43,11 +42,9 @@ class Registry:
                 return existing
         numbers = [int(p.name[1:]) for p in self.versions(name)]
         target = self.root / name / f"v{max(numbers, default=0) + 1}"
-        tmp = target.with_name(target.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp = staging_folder(target)
         shutil.copytree(source, tmp)
-        os.replace(tmp, target)
-        return target
+        return replace_folder(tmp, target)
 
     def promote(self, folder: Path) -> Promotion:
         promotion = Promotion.of(folder)

@@ -10,12 +10,14 @@ records both scores and the verdict; ``pipeline.models`` reads only its ``serve_
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.files import replace_folder, staging_folder
+from pipeline.flow.centring import centre_and_normalise
 
 DEFAULT_BAR = 0.01  # the student may be at most this much F1 under the teacher (raw or centred, the better)
 QUANTISED_BAR = 0.005  # an int8 student is served only this close to its fp32 self
@@ -25,11 +27,7 @@ def centred(embedded: list, centre: np.ndarray) -> list:
     """The same documents with ``vector - centre``, renormalised (what a centred-target student learns)."""
     from dataclasses import replace
 
-    out = []
-    for doc in embedded:
-        vector = doc.vector - centre
-        out.append(replace(doc, vector=(vector / max(np.linalg.norm(vector), 1e-12)).astype(np.float32)))
-    return out
+    return [replace(doc, vector=centre_and_normalise(doc.vector, centre).astype(np.float32)) for doc in embedded]
 
 
 def teacher_documents(evaluator, teacher_labels: str | None, teacher_encoder) -> list:
@@ -121,14 +119,7 @@ def ship(student_dir: Path, destination: Path, record: dict) -> Path:
     """Copy the student folder over ``destination`` with its ``release.json`` (atomically, by rename)."""
     from pipeline.model_folder import RELEASE_FILE
 
-    tmp = destination.with_name(destination.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = staging_folder(destination)
     shutil.copytree(student_dir, tmp)
     (tmp / RELEASE_FILE).write_text(json.dumps(record, indent=2))
-    old = destination.with_name(destination.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if destination.exists():
-        os.replace(destination, old)
-    os.replace(tmp, destination)
-    shutil.rmtree(old, ignore_errors=True)
-    return destination
+    return replace_folder(tmp, destination)

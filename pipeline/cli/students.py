@@ -27,7 +27,7 @@ def cmd_students_train(args: argparse.Namespace) -> int:
     if args.head_weight:
         values["head_weights"] = {k: float(v) for k, v in (w.split("=", 1) for w in args.head_weight)}
     train_settings = TrainSettings(**values, device=settings.device, threads=settings.threads)
-    teacher_folder = args.teacher_model or str(provision_e5(settings.home_path / "models" / "multilingual-e5-small"))
+    teacher_folder = args.teacher_model or str(provision_e5(settings.teacher_dir))
     try:
         result = train(args.labels, args.out, train_settings, inputs=args.input, teacher_folder=teacher_folder,
                        dev_pairs=args.dev_pairs or "", dev_inputs=args.dev_input, gold_labels=args.gold_labels or "",

@@ -18,7 +18,7 @@ def cmd_teacher_provision(args: argparse.Namespace) -> int:
             out = Path(args.out) if args.out else settings.home_path / "models" / Path(args.model).name
             folder = provision_hf(args.model, out, pooling=args.pooling, prefix=args.prefix, force=args.force)
         else:
-            out = Path(args.out) if args.out else settings.home_path / "models" / "multilingual-e5-small"
+            out = Path(args.out) if args.out else settings.teacher_dir
             folder = provision_e5(out, force=args.force)
     except (ProvisionError, FileNotFoundError) as err:
         return fail(str(err))

@@ -53,8 +53,7 @@ class WindowCentre:
         self.add(bucket, lang, vector)
         if self.mode == "none":
             return vector
-        centred = vector - self.centre(lang)
-        return centred / max(float(np.linalg.norm(centred)), 1e-12)
+        return centre_and_normalise(vector, self.centre(lang))
 
     def drop(self, bucket: int) -> None:
         if self.sums.pop(bucket, None) is None:
@@ -81,8 +80,7 @@ class WindowCentre:
         if self.mode == "none":
             return vectors
         centres = {lang: self.centre(lang) for lang in set(langs)}
-        centred = vectors - np.stack([centres[lang] for lang in langs])
-        return centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
+        return centre_and_normalise(vectors, np.stack([centres[lang] for lang in langs]))
 
     # --- persistence (inside the clusterer's snapshot) ----------------------------------------------------
     def to_state(self) -> tuple[dict, np.ndarray]:
@@ -93,16 +91,29 @@ class WindowCentre:
                 "totals": [[lang, self.total_counts[lang]] for lang in langs], "grand_count": self.grand_count}
         return meta, np.stack(rows).astype(np.float32)
 
-    def load_state(self, meta: dict, sums: np.ndarray) -> None:
+    @classmethod
+    def from_state(cls, meta: dict, sums: np.ndarray, empty: "WindowCentre") -> "WindowCentre":
+        """What ``to_state`` wrote, in the space of ``empty`` (its dimension, mode and prior)."""
+        centre = cls(empty.dim, empty.mode, empty.prior_docs)
         for row, (bucket, lang, count) in enumerate(meta["keys"]):
-            self.sums.setdefault(int(bucket), {})[lang] = sums[row].copy()
-            self.counts.setdefault(int(bucket), {})[lang] = int(count)
+            centre.sums.setdefault(int(bucket), {})[lang] = sums[row].copy()
+            centre.counts.setdefault(int(bucket), {})[lang] = int(count)
         offset = len(meta["keys"])
         for row, (lang, count) in enumerate(meta["totals"], start=offset):
-            self.total_sums[lang] = sums[row].copy()
-            self.total_counts[lang] = int(count)
-        self.grand_sum = sums[-1].copy()
-        self.grand_count = int(meta["grand_count"])
+            centre.total_sums[lang] = sums[row].copy()
+            centre.total_counts[lang] = int(count)
+        centre.grand_sum = sums[-1].copy()
+        centre.grand_count = int(meta["grand_count"])
+        return centre
+
+
+def centre_and_normalise(vectors: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """``vectors - centre``, renormalised: one vector or rows (the stream's centring, centred training targets,
+    the centred teacher a student is compared with). The two shapes keep their own exact arithmetic."""
+    centred = vectors - centre
+    if centred.ndim == 1:
+        return centred / max(float(np.linalg.norm(centred)), 1e-12)
+    return centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
 
 
 def _accumulate(sums: dict[str, np.ndarray], counts: dict[str, int], lang: str, vector: np.ndarray,

@@ -27,71 +27,29 @@
 
 from __future__ import annotations
 
-import hashlib
-import math
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from pathlib import Path
 
 import hnswlib
 import numpy as np
+import orjson
 
-from pipeline.flow.centring import DEFAULT_CENTRING, DEFAULT_PRIOR_DOCS, WindowCentre
+from pipeline.flow.centring import WindowCentre
+from pipeline.flow.cluster_config import (  # noqa: F401 (re-exported: the stage's config is read from here)
+    DEFAULT_THRESHOLD, ClusterConfig, document_epoch_s, event_id_for)
 from pipeline.flow.event_table import EventTable
 from pipeline.records import EmbeddedDocument, EventAssignment, EventMerge
 
-DEFAULT_THRESHOLD = 0.60  # mean cosine in the language-centred space; tuned for e5-small on eval/dev_pairs.tsv
-                          # (bench/events_f1.py); 0.92 was its raw-space value
+@dataclass
+class Assigned:
+    """What one ``assign`` decided: one assignment per input document, in order, and the merges, each with the
+    number of new documents decided before it (where a replay puts it back)."""
 
-
-@dataclass(frozen=True)
-class ClusterConfig:
-    dim: int
-    threshold: float = DEFAULT_THRESHOLD
-    neighbours: int = 20
-    bucket_hours: float = 6.0
-    window_hours: float = 48.0
-    hnsw_m: int = 16
-    hnsw_ef_construction: int = 40  # 2.3x faster inserts than 100; same dev F1 (bench notes in README)
-    hnsw_ef: int = 64
-    initial_capacity: int = 1024
-    centring: str = DEFAULT_CENTRING  # none | global | language (pipeline.flow.centring)
-    centring_prior_docs: float = DEFAULT_PRIOR_DOCS
-    merge_events: bool = True
-    merge_threshold: float | None = None  # average link at which two events merge (None: ``threshold``)
-
-    @property
-    def merge_at(self) -> float:
-        return self.threshold if self.merge_threshold is None else self.merge_threshold
-
-    @property
-    def bucket_seconds(self) -> float:
-        return self.bucket_hours * 3600.0
-
-    @property
-    def window_buckets(self) -> int:
-        return max(1, math.ceil(self.window_hours / self.bucket_hours))
-
-
-def event_id_for(founder_doc_id: str) -> str:
-    return "ev-" + hashlib.blake2b(founder_doc_id.encode(), digest_size=8).hexdigest()
-
-
-def document_epoch_s(doc: EmbeddedDocument) -> float | None:
-    """Event time: the article's published time; None when it has none we can trust.
-
-    A time more than an hour after the record reached Kafka is a bad clock or a typo, not news from the future.
-    """
-    if not isinstance(doc.published_time, str):
-        return None
-    try:
-        published = datetime.fromisoformat(doc.published_time).timestamp()
-    except ValueError:
-        return None
-    if isinstance(doc.ingested_at_ms, int) and published > doc.ingested_at_ms / 1000.0 + 3600.0:
-        return None
-    return published
+    assignments: list[EventAssignment]
+    merges: list[tuple[int, EventMerge]]
 
 
 class IncrementalClusterer:
@@ -105,7 +63,7 @@ class IncrementalClusterer:
         self.doc_events: dict[str, str] = {}  # live documents → the event id each was given
         self.centre = WindowCentre(config.dim, config.centring, config.centring_prior_docs)
         self.newest_bucket: int | None = None
-        self.last_merges: list[tuple[int, EventMerge]] = []  # of the last assign: (new documents before it, merge)
+        self._merges: list[tuple[int, EventMerge]] = []  # of the assign in progress
         self._lock = threading.Lock()
 
     @property
@@ -146,11 +104,15 @@ class IncrementalClusterer:
             runs[-1].append(doc)
         return runs
 
-    def _new_index(self) -> hnswlib.Index:
+    def _new_index(self, saved: Path | None = None, capacity: int | None = None) -> hnswlib.Index:
+        """The one place the hnswlib index is made: empty, or loaded from a saved window's file."""
         index = hnswlib.Index(space="ip", dim=self.config.dim)
-        index.init_index(max_elements=self.config.initial_capacity, M=self.config.hnsw_m,
-                         ef_construction=self.config.hnsw_ef_construction, random_seed=100,
-                         allow_replace_deleted=True)
+        if saved is not None:
+            index.load_index(str(saved), max_elements=capacity, allow_replace_deleted=True)
+        else:
+            index.init_index(max_elements=self.config.initial_capacity, M=self.config.hnsw_m,
+                             ef_construction=self.config.hnsw_ef_construction, random_seed=100,
+                             allow_replace_deleted=True)
         index.set_ef(max(self.config.hnsw_ef, self.config.neighbours))
         return index
 
@@ -210,20 +172,19 @@ class IncrementalClusterer:
         return found
 
     # --- the decision -------------------------------------------------------------------------------------
-    def assign(self, docs: list[EmbeddedDocument], now_ms: int | None = None) -> list[EventAssignment]:
-        """Assign each document of a micro-batch to an event, in order. One assignment per input document;
-        the merges it decided are in ``last_merges``."""
-        self.last_merges = []
+    def assign(self, docs: list[EmbeddedDocument], now_ms: int | None = None) -> Assigned:
+        """Assign each document of a micro-batch to an event, in order, and merge the stories that meet."""
         if not docs:
-            return []
+            return Assigned([], [])
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         with self._lock:
+            self._merges = []
             results: list[EventAssignment] = []
             decided = 0  # new documents so far in this call: where each merge happened
             for run in self._runs(docs):
                 run_results, decided = self._assign_locked(run, now_ms, decided)
                 results += run_results
-            return results
+            return Assigned(results, self._merges)
 
     def _known_event(self, doc: EmbeddedDocument, batch_events: dict[str, str]) -> str | None:
         """The event a redelivered document was given (it is not decided or indexed twice)."""
@@ -311,7 +272,7 @@ class IncrementalClusterer:
             if best is None or best_link < self.config.merge_at:
                 return root
             merge = self.table.merge(root, best, now_ms, model_version)
-            self.last_merges.append((decided, merge))
+            self._merges.append((decided, merge))
             others.discard(merge.event_id)
             root = merge.into
 
@@ -373,6 +334,42 @@ class IncrementalClusterer:
         """The merges of stories still in the window, in the order they were decided."""
         with self._lock:
             return list(self.table.merge_records.values())
+
+    # --- persistence (one folder per window; pipeline.flow.state makes a snapshot of them atomic) -------------
+    def to_state(self, folder: Path) -> None:
+        """The whole window into ``folder`` (which must exist): hnswlib's index file, the event and centre sums
+        as .npy, the bookkeeping as JSON."""
+        with self._lock:
+            self.index.save_index(str(folder / "index.bin"))
+            events, event_sums = self.table.to_state(self.config.dim)
+            np.save(folder / "event_sums.npy", event_sums)
+            centres, centre_sums = self.centre.to_state()
+            np.save(folder / "centre_sums.npy", centre_sums)
+            (folder / "clusterer.json").write_bytes(orjson.dumps({
+                "config": dataclasses.asdict(self.config), "capacity": self.index.get_max_elements(),
+                "next_label": self.next_label, "newest_bucket": self.newest_bucket,
+                "buckets": {str(n): labels for n, labels in self.buckets.items()},
+                "labels": list(self.label_docs), "label_docs": list(self.label_docs.values()),
+                "doc_events": self.doc_events, **events, "centres": centres,
+            }))
+
+    @classmethod
+    def from_state(cls, folder: Path) -> "IncrementalClusterer":
+        """The window ``to_state`` wrote, as it was."""
+        state = orjson.loads((folder / "clusterer.json").read_bytes())
+        # A snapshot from before centring and merges keeps linking as it did: its index holds raw vectors.
+        clusterer = cls(ClusterConfig(**({"centring": "none", "merge_events": False} | state["config"])))
+        clusterer.index = clusterer._new_index(folder / "index.bin", state["capacity"])
+        clusterer.next_label = state["next_label"]
+        clusterer.newest_bucket = state["newest_bucket"]
+        clusterer.buckets = {int(n): labels for n, labels in state["buckets"].items()}
+        clusterer.label_docs = dict(zip(state["labels"], state["label_docs"]))
+        clusterer.doc_events = state["doc_events"]
+        clusterer.table = EventTable.from_state(state, np.load(folder / "event_sums.npy"))
+        if "centres" in state:
+            clusterer.centre = WindowCentre.from_state(state["centres"], np.load(folder / "centre_sums.npy"),
+                                                       clusterer.centre)
+        return clusterer
 
     # --- introspection ------------------------------------------------------------------------------------
     @property

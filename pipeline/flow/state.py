@@ -39,9 +39,8 @@ from pathlib import Path
 
 import orjson
 
-from pipeline.files import fsync_dir as _fsync_dir, write_atomic
+from pipeline.files import fsync_dir as _fsync_dir, replace_folder, staging_folder, write_atomic
 from pipeline.flow.cluster import ClusterConfig, IncrementalClusterer
-from pipeline.flow.window_files import load_window, save_window
 from pipeline.records import EmbeddedDocument, EventMerge
 
 log = logging.getLogger(__name__)
@@ -119,7 +118,7 @@ class ClusterStateStore:
             folder = self._snapshot_dir(self.sequence)
             meta = orjson.loads((folder / "state.json").read_bytes())
             for entry in meta["generations"]:
-                state.generations[entry["version"]] = load_window(folder / entry["folder"])
+                state.generations[entry["version"]] = IncrementalClusterer.from_state(folder / entry["folder"])
             state.offsets = meta["offsets"]
         wal = self._wal_path(self.sequence)
         if wal.exists():
@@ -204,14 +203,13 @@ class ClusterStateStore:
         started = time.monotonic()
         sequence = self.sequence + 1
         final = self._snapshot_dir(sequence)
-        tmp = final.with_name(final.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp = staging_folder(final)
         tmp.mkdir()
         entries = []
         for number, (version, clusterer) in enumerate(generations.items()):
             sub = tmp / f"generation-{number}"
             sub.mkdir()
-            save_window(clusterer, sub)
+            clusterer.to_state(sub)
             entries.append({"version": version, "folder": sub.name})
         (tmp / "state.json").write_bytes(orjson.dumps({"generations": entries, "offsets": offsets,
                                                         "written_at": time.time()}))
@@ -219,7 +217,7 @@ class ClusterStateStore:
             if path.is_file():
                 with open(path, "rb") as f:
                     os.fsync(f.fileno())
-        os.replace(tmp, final)
+        replace_folder(tmp, final)
         wal = self._wal_path(sequence)
         with open(wal, "wb") as f:
             os.fsync(f.fileno())

@@ -268,12 +268,13 @@ class ClusterStage(Stage):
             for version, docs in groups.items():
                 generation = self.generations[version]
                 undecided = {d.doc_id for d in docs if d.doc_id not in generation.doc_events}
-                for doc, assignment in zip(docs, generation.assign(docs)):
+                assigned = generation.assign(docs)
+                for doc, assignment in zip(docs, assigned.assignments):
                     out.append(OutRecord(self.settings.events_topic, assignment.doc_id.encode(), assignment.to_bytes()))
                     if doc.doc_id in undecided and generation.doc_events.get(doc.doc_id) == assignment.event_id:
                         undecided.discard(doc.doc_id)  # once: a batch may carry a document twice
                         decisions.append(Decision(doc, assignment.event_id))
-                for after, merge in generation.last_merges:  # `after`: counted in this generation's decisions
+                for after, merge in assigned.merges:  # `after`: counted in this generation's decisions
                     merges.append(MergeDecision(after, merge))
                     out.append(self._merge_record(merge))
         finally:

@@ -34,13 +34,13 @@ def test_topics_become_separate_events_and_reposts_join():
     a, b = rng.standard_normal(DIM), rng.standard_normal(DIM)
     docs = docs_for(topic_vectors(rng, a, 10, 0.1), "a") + docs_for(topic_vectors(rng, b, 10, 0.1), "b")
     clusterer = make()
-    events = {x.doc_id: x.event_id for x in clusterer.assign(docs)}
+    events = {x.doc_id: x.event_id for x in clusterer.assign(docs).assignments}
     assert len({events[f"a{i}"] for i in range(10)}) == 1
     assert len({events[f"b{i}"] for i in range(10)}) == 1
     assert events["a0"] != events["b0"]
     repost = EmbeddedDocument(doc_id="repost", vector=docs[3].vector.copy(), model_version="m",
                               published_time=docs[3].published_time)
-    [assignment] = clusterer.assign([repost])
+    [assignment] = clusterer.assign([repost]).assignments
     assert assignment.event_id == events["a3"]
     assert assignment.similarity > 0.99 and assignment.event_size == 11
 
@@ -49,9 +49,9 @@ def test_event_id_is_the_founders_hash_and_replay_is_deterministic():
     rng = np.random.default_rng(1)
     vectors = topic_vectors(rng, rng.standard_normal(DIM), 30, 0.4) + topic_vectors(rng, rng.standard_normal(DIM), 30, 0.4)
     docs = docs_for(vectors)
-    first = [(x.doc_id, x.event_id) for x in make().assign(docs)]
+    first = [(x.doc_id, x.event_id) for x in make().assign(docs).assignments]
     clusterer = make()
-    second = [(x.doc_id, x.event_id) for start in range(0, 60, 7) for x in clusterer.assign(docs[start:start + 7])]
+    second = [(x.doc_id, x.event_id) for start in range(0, 60, 7) for x in clusterer.assign(docs[start:start + 7]).assignments]
     assert first == second  # same order, different micro-batching: same ids
     assert first[0][1] == event_id_for("d0")
 
@@ -60,8 +60,8 @@ def test_redelivered_document_keeps_its_event_and_is_not_indexed_twice():
     rng = np.random.default_rng(2)
     docs = docs_for(topic_vectors(rng, rng.standard_normal(DIM), 5, 0.05))
     clusterer = make()
-    original = {x.doc_id: x.event_id for x in clusterer.assign(docs)}
-    again = clusterer.assign(docs[:3] + docs[:1])
+    original = {x.doc_id: x.event_id for x in clusterer.assign(docs).assignments}
+    again = clusterer.assign(docs[:3] + docs[:1]).assignments
     assert [x.event_id for x in again] == [original["d0"], original["d1"], original["d2"], original["d0"]]
     assert clusterer.live_documents == 5
 
@@ -74,11 +74,11 @@ def test_average_link_refuses_a_document_close_to_only_one_member():
         return v
 
     clusterer = make(threshold=0.8)
-    members = clusterer.assign(docs_for([at(0), at(20), at(40)]))
+    members = clusterer.assign(docs_for([at(0), at(20), at(40)])).assignments
     assert len({m.event_id for m in members}) == 1  # mean similarities 0.94, then 0.85: one event
-    [bridge] = clusterer.assign(docs_for([at(-25)], "bridge"))  # cos 25° = 0.91 to one member, mean 0.68
+    [bridge] = clusterer.assign(docs_for([at(-25)], "bridge")).assignments  # cos 25° = 0.91 to one member, mean 0.68
     assert bridge.event_id != members[0].event_id
-    [close] = clusterer.assign(docs_for([at(15)], "close"))  # mean over the event is 0.93
+    [close] = clusterer.assign(docs_for([at(15)], "close")).assignments  # mean over the event is 0.93
     assert close.event_id == members[0].event_id and close.linked_doc_id == "d1"
 
 
@@ -86,9 +86,9 @@ def test_window_drops_whole_buckets_and_their_event_members():
     rng = np.random.default_rng(3)
     centre = rng.standard_normal(DIM)
     clusterer = make(bucket_hours=6, window_hours=12)
-    old = clusterer.assign(docs_for(topic_vectors(rng, centre, 5, 0.05), "old", hour=1))
+    old = clusterer.assign(docs_for(topic_vectors(rng, centre, 5, 0.05), "old", hour=1)).assignments
     assert clusterer.live_documents == 5
-    new = clusterer.assign(docs_for(topic_vectors(rng, centre, 5, 0.05), "new", hour=1, day="2019-11-09"))
+    new = clusterer.assign(docs_for(topic_vectors(rng, centre, 5, 0.05), "new", hour=1, day="2019-11-09")).assignments
     assert clusterer.live_documents == 5 and len(clusterer.buckets) == 1
     assert new[0].event_id != old[0].event_id  # the old event left the window
     assert sum(clusterer.event_sizes().values()) == 5
@@ -99,7 +99,7 @@ def test_late_document_goes_to_the_oldest_live_bucket_and_future_dates_are_clamp
     centre = rng.standard_normal(DIM)
     clusterer = make(bucket_hours=6, window_hours=12)
     clusterer.assign(docs_for(topic_vectors(rng, centre, 3, 0.05), "now", hour=12))
-    [late] = clusterer.assign(docs_for(topic_vectors(rng, centre, 1, 0.05), "late", hour=1, day="2019-11-01"))
+    [late] = clusterer.assign(docs_for(topic_vectors(rng, centre, 1, 0.05), "late", hour=1, day="2019-11-01")).assignments
     assert late.event_size == 4
     future = EmbeddedDocument(doc_id="future", vector=unit(centre), model_version="m",
                               published_time="2031-01-01T00:00:00+00:00", ingested_at_ms=1573214400000)
@@ -136,14 +136,14 @@ def test_founder_redelivered_after_its_bucket_left_keeps_the_event():
     rng = np.random.default_rng(7)
     centre = rng.standard_normal(DIM)
     clusterer = make(bucket_hours=6, window_hours=12)
-    [founder] = clusterer.assign(docs_for([unit(centre)], "founder", hour=1))
-    later = clusterer.assign(docs_for(topic_vectors(rng, centre, 3, 0.05), "later", hour=8))
+    [founder] = clusterer.assign(docs_for([unit(centre)], "founder", hour=1)).assignments
+    later = clusterer.assign(docs_for(topic_vectors(rng, centre, 3, 0.05), "later", hour=8)).assignments
     assert {x.event_id for x in later} == {founder.event_id}
-    clusterer.assign(docs_for(topic_vectors(rng, centre, 1, 0.05), "push", hour=13))  # founder's bucket leaves
-    [again] = clusterer.assign(docs_for([unit(centre)], "founder", hour=1))
+    clusterer.assign(docs_for(topic_vectors(rng, centre, 1, 0.05), "push", hour=13)).assignments  # founder's bucket leaves
+    [again] = clusterer.assign(docs_for([unit(centre)], "founder", hour=1)).assignments
     assert again.event_id == founder.event_id
     assert clusterer.event_sizes()[founder.event_id] == 4  # later×3 + push, the founder is not counted twice
-    clusterer.assign(docs_for(topic_vectors(rng, centre, 1, 0.05), "far", hour=23))  # everything else expires
+    clusterer.assign(docs_for(topic_vectors(rng, centre, 1, 0.05), "far", hour=23)).assignments  # everything else expires
     assert clusterer.live_documents == 2
 
 
@@ -151,10 +151,10 @@ def test_undated_documents_in_a_replayed_crawl_do_not_expire_the_window():
     rng = np.random.default_rng(8)
     centre = rng.standard_normal(DIM)
     clusterer = make(bucket_hours=6, window_hours=48)
-    clusterer.assign(docs_for(topic_vectors(rng, centre, 3, 0.05), "old", hour=10))  # 2019, replayed today
+    clusterer.assign(docs_for(topic_vectors(rng, centre, 3, 0.05), "old", hour=10)).assignments  # 2019, replayed today
     undated = EmbeddedDocument(doc_id="undated", vector=unit(centre), model_version="m", published_time=None,
                                ingested_at_ms=1_790_000_000_000)  # ingested in 2026
-    [x] = clusterer.assign([undated])
+    [x] = clusterer.assign([undated]).assignments
     assert clusterer.live_documents == 4 and x.event_size == 4
 
 
@@ -176,7 +176,7 @@ def test_restore_puts_decided_documents_back_without_deciding():
     clusterer = make()
     clusterer.restore(earlier, ["ev-story"] * 6)
     assert clusterer.live_documents == 6 and clusterer.event_sizes() == {"ev-story": 6}
-    [again] = clusterer.assign(earlier[:1])
+    [again] = clusterer.assign(earlier[:1]).assignments
     assert again.event_id == "ev-story", "a restored document keeps its event"
-    [new] = clusterer.assign(docs_for(topic_vectors(rng, centre, 1, 0.05), "new"))
+    [new] = clusterer.assign(docs_for(topic_vectors(rng, centre, 1, 0.05), "new")).assignments
     assert new.event_id == "ev-story" and new.event_size == 7

@@ -7,7 +7,6 @@ import numpy as np
 from pipeline.config import Settings
 from pipeline.evaluate import resolve_event
 from pipeline.flow.cluster import ClusterConfig, IncrementalClusterer
-from pipeline.flow.window_files import load_window, save_window
 from pipeline.kafka.stages import ClusterStage, InRecord
 from pipeline.records import EmbeddedDocument, EventAssignment, EventMerge
 
@@ -44,15 +43,17 @@ def raw_space(**changes) -> IncrementalClusterer:
 def test_a_story_that_arrives_as_two_seeds_and_a_bridge_ends_as_one():
     docs = two_seeds_and_a_bridge(np.random.default_rng(3))
     without = raw_space(merge_events=False)
-    split = {a.doc_id: a.event_id for a in without.assign(docs)}
+    split = {a.doc_id: a.event_id for a in without.assign(docs).assignments}
     assert split["a0"] != split["b0"]  # arrival order decided: two events for one story
 
     clusterer = raw_space()
-    given = {}
+    given, returned = {}, []
     for one in docs:  # one at a time, as a slow stream would see them
-        given.update({a.doc_id: a.event_id for a in clusterer.assign([one])})
-    merges = [m for one in [clusterer] for m in one.live_merges()]
-    assert len(merges) == 1 and clusterer.merge_count == 1
+        assigned = clusterer.assign([one])
+        given.update({a.doc_id: a.event_id for a in assigned.assignments})
+        returned += [merge for _, merge in assigned.merges]
+    merges = clusterer.live_merges()
+    assert len(merges) == 1 and clusterer.merge_count == 1 and returned == merges  # assign returns its merges
     merge = merges[0]
     stories = {doc_id: clusterer.story_of(event_id) for doc_id, event_id in given.items()}
     story_docs = [d.doc_id for d in docs if not d.doc_id.startswith("c")]
@@ -65,7 +66,7 @@ def test_a_story_that_arrives_as_two_seeds_and_a_bridge_ends_as_one():
     assert np.allclose(clusterer.events[merge.into].vector_sum, summed, atol=1e-5)
     assert resolve_event(given["a0"], {merge.event_id: merge.into}) == merge.into
     # a redelivered document keeps the id it was given, merged or not
-    assert clusterer.assign([docs[0]])[0].event_id == given["a0"]
+    assert clusterer.assign([docs[0]]).assignments[0].event_id == given["a0"]
 
 
 def test_micro_batching_changes_no_decision_with_centring_and_merges():
@@ -74,9 +75,9 @@ def test_micro_batching_changes_no_decision_with_centring_and_merges():
     rng.shuffle(docs)
     config = ClusterConfig(dim=DIM, threshold=0.5)
     whole = IncrementalClusterer(config)
-    first = [(a.doc_id, a.event_id) for a in whole.assign(docs)]
+    first = [(a.doc_id, a.event_id) for a in whole.assign(docs).assignments]
     pieces = IncrementalClusterer(config)
-    second = [(a.doc_id, a.event_id) for start in range(0, len(docs), 4) for a in pieces.assign(docs[start:start + 4])]
+    second = [(a.doc_id, a.event_id) for start in range(0, len(docs), 4) for a in pieces.assign(docs[start:start + 4]).assignments]
     assert first == second
     assert [m.to_dict() for m in whole.live_merges()] == [m.to_dict() for m in pieces.live_merges()]
 
@@ -95,7 +96,7 @@ def test_a_language_the_model_knows_poorly_is_centred_on_its_own_mean():
 
     def clusters(centring: str) -> dict[str, str]:
         clusterer = IncrementalClusterer(ClusterConfig(dim=DIM, threshold=0.6, centring=centring))
-        return {a.doc_id: clusterer.story_of(a.event_id) for a in clusterer.assign(docs)}
+        return {a.doc_id: clusterer.story_of(a.event_id) for a in clusterer.assign(docs).assignments}
 
     raw, centred = clusters("none"), clusters("language")
     uz = [d.doc_id for d in docs if d.lang == "uz"]
@@ -112,12 +113,12 @@ def test_a_window_saved_and_loaded_decides_exactly_as_the_one_that_never_stopped
     config = ClusterConfig(dim=DIM, threshold=0.5)
     never_stopped = IncrementalClusterer(config)
     never_stopped.assign(docs)
-    save_window(never_stopped, tmp_path)
-    loaded = load_window(tmp_path)
+    never_stopped.to_state(tmp_path)
+    loaded = IncrementalClusterer.from_state(tmp_path)
     assert loaded.live_merges() == never_stopped.live_merges()
     assert np.array_equal(loaded.centre.grand_sum, never_stopped.centre.grand_sum)
-    assert [a.to_dict() | {"assigned_at_ms": 0} for a in loaded.assign(later, now_ms=1)] == \
-        [a.to_dict() | {"assigned_at_ms": 0} for a in never_stopped.assign(later, now_ms=1)]
+    assert [a.to_dict() | {"assigned_at_ms": 0} for a in loaded.assign(later, now_ms=1).assignments] == \
+        [a.to_dict() | {"assigned_at_ms": 0} for a in never_stopped.assign(later, now_ms=1).assignments]
 
 
 def records(docs: list[EmbeddedDocument]) -> list[InRecord]:
@@ -167,7 +168,7 @@ def test_translations_of_one_story_still_link_across_languages():
         for lang in ("ru", "en"):
             docs.append(doc(f"{lang}{i}", offsets[lang] + story + 0.05 * rng.standard_normal(DIM), lang=lang))
     clusterer = IncrementalClusterer(ClusterConfig(dim=DIM, threshold=0.6))
-    stories = {a.doc_id: clusterer.story_of(a.event_id) for a in clusterer.assign(docs)}
+    stories = {a.doc_id: clusterer.story_of(a.event_id) for a in clusterer.assign(docs).assignments}
     linked = sum(stories[f"ru{i}"] == stories[f"en{i}"] for i in range(40))
     apart = len({stories[f"ru{i}"] for i in range(40)})
     assert linked >= 36 and apart >= 36  # each story's two tellings together, the stories apart
