@@ -29,16 +29,26 @@ SHIPPED_STUDENT = Path(__file__).resolve().parent.parent / "students" / "default
 
 def load_encoder(folder: str | Path, device: str = "auto", max_length: int = 256,
                  quantize: str | None = None, threads: int | None = None) -> Encoder:
-    """Load the encoder a model folder describes: a distilled student, or any Hugging Face encoder."""
-    from students.encoder import StudentEncoder
-    from students.onnx_serving import OnnxStudentEncoder, onnx_served
+    """Load the encoder a model folder describes: a distilled student, or any Hugging Face encoder. The runtime:
+    numpy for a static student (no torch), ONNX Runtime for an exported cut student on the CPU, else torch."""
+    from students.onnx_serving import onnx_served
+    from students.static_runtime import StaticNumpyEncoder, numpy_served
+
+    folder = Path(folder)
+    student = is_student_folder(folder)
+    if student and numpy_served(folder) and not quantize and device != "cuda":
+        return StaticNumpyEncoder(folder, max_length=max_length)
+    if student and onnx_served(folder) and not quantize and (
+            device == "cpu" or (device == "auto" and _no_cuda())):  # torch serves it on a GPU
+        from students.onnx_serving import OnnxStudentEncoder
+
+        return OnnxStudentEncoder(folder, max_length=max_length, threads=threads)
+    if student:
+        from students.encoder import StudentEncoder
+
+        return StudentEncoder(folder, device=device, max_length=max_length, quantize=quantize, threads=threads)
     from teacher.encoder import HFEncoder
 
-    if is_student_folder(folder) and onnx_served(Path(folder)) and not quantize and (
-            device == "cpu" or (device == "auto" and _no_cuda())):  # torch serves it on a GPU
-        return OnnxStudentEncoder(folder, max_length=max_length, threads=threads)
-    if is_student_folder(folder):
-        return StudentEncoder(folder, device=device, max_length=max_length, quantize=quantize, threads=threads)
     return HFEncoder(folder, device=device, max_length=max_length, quantize=quantize, threads=threads)
 
 

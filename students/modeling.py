@@ -1,4 +1,5 @@
-"""The student zoo of the seed paper (Trofimchuk 2022, Table 7) as one Hugging Face model class.
+"""The student zoo of the seed paper (Trofimchuk 2022, Table 7) as one Hugging Face model class, its sequence
+encoders one module per family in ``students.families``.
 
 token ids → embeddings (64 or 128) → sequence encoder → aggregation → one linear layer per teacher head.
 
@@ -24,6 +25,9 @@ from students.cut import Q4_BLOCK, q4_0_pack, q4_0_unpack
 
 ENCODERS = ("gru", "lstm", "transformer", "cnn", "ffn", "static", "static-cnn", "teacher-cut")
 AGGREGATIONS = ("mean", "attentive", "cls")
+# read by some families only (students.families: each module's FIELDS); the rest every student reads
+FAMILY_FIELDS = {"num_layers", "bidirectional", "embedding_dim", "hidden_dim", "num_attention_heads", "max_positions",
+                 "kernel_size", "bert_config", "kept_layers"}
 
 
 class StudentConfig(PretrainedConfig):
@@ -77,16 +81,23 @@ class StudentConfig(PretrainedConfig):
     @property
     def arch_name(self) -> str:
         """Short name for tables: bigru-2x128-attentive-e64."""
-        prefix = "bi" if self.bidirectional and self.encoder in ("gru", "lstm") else ""
-        if self.encoder == "static":
-            return f"static-{self.aggregation}-e{self.embedding_dim}"
-        if self.encoder == "teacher-cut":
-            layers = "".join(f"-{i}" for i in self.kept_layers) if self.kept_layers else f"-{self.num_layers}"
-            return f"teacher-cut{layers}-{self.aggregation}"
-        if self.encoder == "static-cnn":
-            return f"static-cnn-{self.num_layers}x{self.hidden_dim}-{self.aggregation}-e{self.embedding_dim}"
-        return (f"{prefix}{self.encoder}-{self.num_layers}x{self.hidden_dim}-{self.aggregation}"
-                f"-e{self.embedding_dim}")
+        return self.family.arch_name(self)
+
+    @property
+    def family(self):
+        from students.families import FAMILIES
+
+        return FAMILIES[self.encoder]
+
+    def to_dict(self) -> dict:
+        """Only the fields this student's family reads (and the shared ones): a saved config says what it is.
+        Folders saved with every field still load; a field left out takes its default."""
+        out = super().to_dict()
+        family = self.family
+        used = set(family.fields(self) if hasattr(family, "fields") else family.FIELDS)
+        for name in FAMILY_FIELDS - used:
+            out.pop(name, None)
+        return out
 
 
 class Int8Embedding(nn.Module):
@@ -152,86 +163,53 @@ TABLES = {"int8": Int8Embedding, "q4": Q4Embedding}
 
 
 class StudentModel(PreTrainedModel):
+    """The token table, pooling and heads every student shares, around its family's sequence encoder
+    (``students.families``: each registers its layers here, under the names saved folders use)."""
+
     config_class = StudentConfig
     base_model_prefix = "student"
     main_input_name = "input_ids"
 
     def __init__(self, config: StudentConfig):
         super().__init__(config)
-        c = config
-        if c.encoder == "teacher-cut":
-            from students.cut import cut_bert
-
-            self.bert = cut_bert(c)
-            if c.embedding_storage != "float":
-                self.bert.embeddings.word_embeddings = TABLES[c.embedding_storage](c.vocab_size,
-                                                                                   self.bert.config.hidden_size)
-            width = self.bert.config.hidden_size
-        else:
-            self.embeddings = (TABLES[c.embedding_storage](c.vocab_size, c.embedding_dim)
-                               if c.embedding_storage != "float" else
-                               nn.Embedding(c.vocab_size, c.embedding_dim, padding_idx=c.pad_token_id))
-        self.dropout = nn.Dropout(c.dropout)
-        if c.encoder == "teacher-cut":
-            pass
-        elif c.encoder in ("gru", "lstm"):
-            rnn = nn.GRU if c.encoder == "gru" else nn.LSTM
-            self.rnn = rnn(c.embedding_dim, c.hidden_dim, num_layers=c.num_layers, batch_first=True,
-                           bidirectional=c.bidirectional, dropout=c.dropout if c.num_layers > 1 else 0.0)
-            width = c.hidden_dim * (2 if c.bidirectional else 1)
-        elif c.encoder == "transformer":
-            self.input_projection = (nn.Linear(c.embedding_dim, c.hidden_dim) if c.embedding_dim != c.hidden_dim
-                                     else nn.Identity())
-            self.positions = nn.Embedding(c.max_positions, c.hidden_dim)
-            layer = nn.TransformerEncoderLayer(c.hidden_dim, c.num_attention_heads, dim_feedforward=2 * c.hidden_dim,
-                                               dropout=c.dropout, batch_first=True, norm_first=True)
-            self.transformer = nn.TransformerEncoder(layer, c.num_layers, enable_nested_tensor=False)
-            width = c.hidden_dim
-        elif c.encoder == "cnn":
-            self.convolutions = nn.ModuleList(
-                nn.Conv1d(c.embedding_dim if i == 0 else c.hidden_dim, c.hidden_dim, c.kernel_size,
-                          padding=c.kernel_size // 2) for i in range(c.num_layers))
-            width = c.hidden_dim
-        elif c.encoder in ("static", "static-cnn"):
-            # the per-piece weight (SIF at the start) decides how much a piece counts in the mean
-            self.token_weights = nn.Embedding(c.vocab_size, 1, padding_idx=c.pad_token_id)
-            if c.encoder == "static-cnn":
-                self.convolutions = nn.ModuleList(
-                    nn.Conv1d(c.embedding_dim if i == 0 else c.hidden_dim, c.hidden_dim, c.kernel_size,
-                              padding=c.kernel_size // 2) for i in range(c.num_layers))
-                self.context_projection = nn.Linear(c.hidden_dim, c.embedding_dim)
-            width = c.embedding_dim
-        else:  # ffn
-            self.token_mlp = nn.Sequential(*[m for i in range(c.num_layers) for m in (
-                nn.Linear(c.embedding_dim if i == 0 else c.hidden_dim, c.hidden_dim), nn.ReLU())])
-            width = c.hidden_dim
-        if c.aggregation == "attentive":
+        self.dropout = nn.Dropout(config.dropout)
+        width = self.family.build(self, config)
+        if config.aggregation == "attentive":
             self.attention = nn.Sequential(nn.Linear(width, width // 2), nn.Tanh(), nn.Linear(width // 2, 1))
-        self.heads = nn.ModuleDict({name: nn.Linear(width, dim) for name, dim in c.heads.items()})
-        if c.token_target_dim:
-            self.token_head = nn.Linear(width, c.token_target_dim)
+        self.heads = nn.ModuleDict({name: nn.Linear(width, dim) for name, dim in config.heads.items()})
+        if config.token_target_dim:
+            self.token_head = nn.Linear(width, config.token_target_dim)
         self.post_init()
-        if c.encoder == "static-cnn":  # starts as the static student it may be initialised from
-            with torch.no_grad():
-                self.context_projection.weight.zero_()
-                self.context_projection.bias.zero_()
+        if hasattr(self.family, "after_init"):
+            self.family.after_init(self)
+
+    @property
+    def family(self):
+        from students.families import FAMILIES
+
+        return FAMILIES[self.config.encoder]
+
+    def token_table(self, dim: int | None = None) -> nn.Module:
+        """The piece table in the configured storage (float while training)."""
+        c = self.config
+        dim = dim or c.embedding_dim
+        if c.embedding_storage != "float":
+            return TABLES[c.embedding_storage](c.vocab_size, dim)
+        return nn.Embedding(c.vocab_size, dim, padding_idx=c.pad_token_id)
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Embedding):
-            if module.embedding_dim == 1:  # per-piece weights of the static encoder
-                nn.init.ones_(module.weight)
-            else:
-                nn.init.normal_(module.weight, std=0.1)
+            nn.init.normal_(module.weight, std=0.1)
             if module.padding_idx is not None:
                 with torch.no_grad():
                     module.weight[module.padding_idx].zero_()
 
     def with_embedding_storage(self, storage: str) -> "StudentModel":
-        """Switch the token table between float (training) and int8 (serving), in place."""
+        """Switch the token table between float (training) and int8/q4 (serving), in place."""
         if storage == self.config.embedding_storage:
             return self
-        owner, name = (self.bert.embeddings, "word_embeddings") if self.config.encoder == "teacher-cut" else (
-            self, "embeddings")
+        slot = getattr(self.family, "token_table_slot", None)
+        owner, name = slot(self) if slot else (self, "embeddings")
         table = getattr(owner, name)
         if not isinstance(table, nn.Embedding):
             table = table.to_float(self.config.pad_token_id)
@@ -246,51 +224,21 @@ class StudentModel(PreTrainedModel):
     def encode_with_token_states(self, input_ids: torch.Tensor,
                                  attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The aggregated document state and each token's state (for a static student: its row, unweighted)."""
-        c = self.config
         mask = attention_mask.bool()
-        if c.encoder == "teacher-cut":
-            h = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            x = None
-        else:
-            x = self.dropout(self.embeddings(input_ids))
-        if c.encoder == "teacher-cut":
-            pass
-        elif c.encoder in ("gru", "lstm"):
-            lengths = mask.sum(1).clamp(min=1).cpu()
-            packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-            h, _ = self.rnn(packed)
-            h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=input_ids.shape[1])
-        elif c.encoder == "transformer":
-            positions = torch.arange(input_ids.shape[1], device=input_ids.device).clamp(max=c.max_positions - 1)
-            h = self.input_projection(x) + self.positions(positions)
-            h = self.transformer(h, src_key_padding_mask=~mask)
-        elif c.encoder == "cnn":
-            h = x.transpose(1, 2)
-            for conv in self.convolutions:
-                h = torch.relu(conv(h)) * mask.unsqueeze(1)  # padding stays zero and does not leak in
-            h = h.transpose(1, 2)
-        elif c.encoder in ("static", "static-cnn"):
-            h = x * self.token_weights(input_ids)
-            tokens = x
-            if c.encoder == "static-cnn":
-                context = x.transpose(1, 2)
-                for conv in self.convolutions:
-                    context = torch.relu(conv(context)) * mask.unsqueeze(1)
-                context = self.context_projection(context.transpose(1, 2))
-                h, tokens = h + context, x + context
-        else:
-            h = self.token_mlp(x)
-        if c.encoder not in ("static", "static-cnn"):
-            tokens = h
-        h = self.dropout(h)
-        if c.aggregation == "cls":
-            return h[:, 0], tokens
-        if c.aggregation == "attentive":
+        h, tokens = self.family.encode(self, input_ids, mask)
+        return self.pool(self.dropout(h), mask), tokens
+
+    def pool(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Token states → one state per document: the first token's (cls), attention-weighted or the mean,
+        padding masked."""
+        if self.config.aggregation == "cls":
+            return h[:, 0]
+        if self.config.aggregation == "attentive":
             scores = self.attention(h).squeeze(-1).masked_fill(~mask, float("-inf"))
             weights = torch.softmax(scores, dim=1).nan_to_num(0.0)
         else:
             weights = mask.float() / mask.sum(1, keepdim=True).clamp(min=1)
-        return (weights.unsqueeze(-1) * h).sum(1), tokens
+        return (weights.unsqueeze(-1) * h).sum(1)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 all_heads: bool = False) -> torch.Tensor | dict[str, torch.Tensor]:

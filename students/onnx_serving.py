@@ -16,6 +16,7 @@ import numpy as np
 
 from pipeline.model_folder import ENCODER_SETTINGS_FILE, EncoderSettings, model_version
 from students.cut import q4_0_unpack
+from students.tokenizing import FolderTokenizer
 
 ONNX_FILE = "model.onnx"
 TABLE_KEYS = ("bert.embeddings.word_embeddings.weight_q4", "bert.embeddings.word_embeddings.scale")
@@ -97,7 +98,6 @@ class OnnxStudentEncoder:
     def __init__(self, folder: str | Path, max_length: int = 256, threads: int | None = None):
         import onnxruntime
         from safetensors.numpy import load_file
-        from transformers import AutoTokenizer
 
         self.folder = Path(folder)
         self.settings = EncoderSettings.from_folder(self.folder)
@@ -107,7 +107,7 @@ class OnnxStudentEncoder:
         self.dim = int(next(iter(config["heads"].values())))
         tensors = load_file(str(self.folder / "model.safetensors"))
         self.table, self.scale = tensors[TABLE_KEYS[0]], tensors[TABLE_KEYS[1]]
-        self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
+        self.tokenize = FolderTokenizer(self.folder, self.settings.prefix, self.max_length)
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -121,10 +121,6 @@ class OnnxStudentEncoder:
     def settings_quantize(self) -> str:
         raw = json.loads((self.folder / ENCODER_SETTINGS_FILE).read_text())
         return "fp32" if raw.get("onnx_quantize") == "none" else str(raw.get("onnx_quantize", "int8"))
-
-    def tokenize(self, texts: list[str]) -> list[list[int]]:
-        return self.tokenizer([self.settings.prefix + t for t in texts], truncation=True,
-                              max_length=self.max_length)["input_ids"]
 
     def encode_ids(self, token_lists: list, batch_size: int = 32) -> np.ndarray:
         """Token id lists (in the student's vocabulary) → unit vectors, in input order; batches by length."""

@@ -4,6 +4,8 @@ exactly, and served through ONNX Runtime in int8."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -134,10 +136,15 @@ def test_the_onnx_int8_student_serves_the_torch_students_vectors(tiny_labels, ti
     assert config["embedding_storage"] == "q4"  # one table, in the teacher's blocks, for both runtimes
     served = load_encoder(folder, device="cpu")
     assert isinstance(served, OnnxStudentEncoder)
+    assert served.tokenize(texts) == StudentEncoder(folder).tokenize(texts)  # without transformers, the same ids
     vectors = served.encode(texts, batch_size=7)
     assert vectors.shape == reference.shape
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
     assert np.mean(np.sum(vectors * reference, axis=1)) > 0.98
+    probe = ("import sys; from pipeline.models import load_encoder; "
+             f"load_encoder({str(folder)!r}, device='cpu').encode(['a b c']); print('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"  # a worker serving it imports no torch
     fallback = load_encoder(folder, device="cpu", quantize="int8")  # torch stays the fallback
     assert isinstance(fallback, StudentEncoder)
     assert np.mean(np.sum(fallback.encode(texts) * reference, axis=1)) > 0.98

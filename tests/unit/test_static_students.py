@@ -162,3 +162,44 @@ def test_the_training_defaults_are_the_shipped_students_recipe():
     differing = {k: (v, defaults[k]) for k, v in shipped.items() if k in defaults and k not in ("threads", "device")
                  and defaults[k] != v}
     assert not differing, f"shipped recipe vs TrainSettings defaults: {differing}"
+
+
+def test_a_static_student_is_served_by_numpy_with_the_torch_students_vectors_and_no_torch(tiny_model_dir,
+                                                                                       contest_docs, tmp_path):
+    """Mean and attentive pooling, float and int8 tables: the numpy runtime tokenises as transformers does and
+    gives torch's vectors; an embed stage serving it never imports torch."""
+    import shutil
+    import subprocess
+    import sys
+
+    from pipeline.flow.embed import document_text
+    from pipeline.models import load_encoder
+    from students.encoder import StudentEncoder
+    from students.static_runtime import StaticNumpyEncoder
+
+    texts = [document_text(parse_html(raw, doc_id), 2000) for doc_id, raw in list(contest_docs.items())[:40]]
+    texts += ["", "trailing space ", "Землетрясение в Чили"]
+    torch.manual_seed(0)
+    for aggregation in ("mean", "attentive"):
+        for storage in ("float", "int8"):
+            folder = tmp_path / f"{aggregation}-{storage}"
+            model = StudentModel(StudentConfig(encoder="static", aggregation=aggregation, embedding_dim=32,
+                                               vocab_size=250_002, heads={"e5": 16}))
+            model.with_embedding_storage(storage).save_pretrained(folder)
+            for name in ("tokenizer.json", "tokenizer_config.json"):
+                shutil.copy(tiny_model_dir / name, folder / name)
+            (folder / "newsevents_encoder.json").write_text(json.dumps(
+                {"name": "s", "pooling": "student", "prefix": "passage: ", "normalize": True}))
+            served = load_encoder(folder, max_length=64)
+            reference = StudentEncoder(folder, device="cpu", max_length=64)
+            assert isinstance(served, StaticNumpyEncoder) and served.version == reference.version
+            assert served.tokenize(texts) == reference.tokenize(texts)
+            cosines = np.sum(served.encode(texts, batch_size=7) * reference.encode(texts), axis=1)
+            assert cosines.min() > 0.99999, (aggregation, storage, cosines.min())
+    probe = ("import sys; from pipeline.config import Settings; from pipeline.kafka.stages import EmbedStage, InRecord; "
+             "from pipeline.records import Document; "
+             f"stage = EmbedStage(Settings(model_dir={str(folder)!r})); "
+             "stage.process([InRecord(b'd', Document(doc_id='d', title='a', text='b').to_bytes())]); "
+             "print('torch' in sys.modules)")  # the embed stage a worker runs
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -29,6 +31,25 @@ def test_every_student_ignores_padding(encoder, aggregation):
         heads = model(together, mask, all_heads=True)
     assert a.shape == (1, 12) and {k: v.shape[1] for k, v in heads.items()} == {"e5": 12, "use": 8}
     assert torch.allclose(a[0], b[0], atol=1e-5), "padding changed a document's vector"
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_a_saved_config_carries_only_its_familys_fields_and_loads_back(encoder, tmp_path):
+    from students.families import FAMILIES
+    from students.modeling import FAMILY_FIELDS
+
+    config = StudentConfig(encoder=encoder, num_layers=1, embedding_dim=8, hidden_dim=8, vocab_size=30,
+                           num_attention_heads=2, heads={"e5": 4})
+    torch.manual_seed(0)
+    model = StudentModel(config).eval()
+    model.save_pretrained(tmp_path)
+    saved = set(json.loads((tmp_path / "config.json").read_text()))
+    family = FAMILIES[encoder]
+    used = set(family.fields(config) if hasattr(family, "fields") else family.FIELDS)
+    assert not (saved & FAMILY_FIELDS) - used, f"{encoder} saved fields it does not read"
+    ids, mask = pad_batch([[0, 5, 6, 2]], 1)
+    with torch.no_grad():
+        assert torch.allclose(StudentModel.from_pretrained(tmp_path).eval()(ids, mask), model(ids, mask), atol=1e-6)
 
 
 def test_pruned_tokenizer_reproduces_the_teachers_ids(tiny_model_dir, contest_docs, tmp_path):
