@@ -14,7 +14,8 @@ only to tansu (see the README's *Environment notes*):
   (kafka-python's publish producer is: it works there); on Kafka every producer is idempotent.
 
 On any broker: a fetch or a request must hold one whole ``max_message_bytes`` record plus its batch headers
-(``SIZE_MARGIN``), and every topic is created explicitly (``pipeline.kafka.topics``).
+(``SIZE_MARGIN``), every topic is created explicitly (``pipeline.kafka.topics``), and a worker's consumer refreshes
+its metadata every ``CONSUMER_METADATA_MAX_AGE_S`` (``faust_app_options``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ from pipeline.config import Settings
 
 SIZE_MARGIN = 64 * 1024  # room over max_message_bytes for record and batch headers
 BROKER_CHECK_S = 8.0  # a command that needs the broker gives up after this long (workers wait instead)
+# A worker's consumer re-reads the metadata of its topics this often (aiokafka's default: 5 minutes). A group
+# leader that assigned partitions while its metadata lacked the source topic (a join right after a broker
+# restart, before any metadata request succeeded: faust "Ignoring missing topic") holds an empty assignment, and
+# aiokafka rejoins only when a metadata refresh changes the subscribed topics' partition counts.
+CONSUMER_METADATA_MAX_AGE_S = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +228,8 @@ def faust_app_options(settings: Settings, batch_size: int, datadir: Path) -> dic
         broker_heartbeat_interval=profile.heartbeat_interval_s,
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
+        # an assignment made without the source topic's metadata is redone within this (see the constant)
+        consumer_metadata_max_age_ms=int(CONSUMER_METADATA_MAX_AGE_S * 1000),
         producer_acks=-1,
         producer_max_request_size=max_request_bytes(settings),
         consumer_max_fetch_size=max_request_bytes(settings),

@@ -311,3 +311,26 @@ def test_two_embed_workers_share_the_partitions_and_one_takes_over_when_the_othe
         versions[vector.doc_id].add(vector.model_version)
     assert set(versions) == set(first.keys) | set(second.keys)
     assert all(len(v) == 1 for v in versions.values()), "a document embedded by two model versions"
+
+
+def test_a_worker_that_joined_while_its_topic_was_missing_from_metadata_takes_the_partitions_within_seconds(
+        kafka_bootstrap, tiny_model_dir, contest_docs, tmp_path):
+    """Issue 20: a group leader that assigns while its metadata lacks the source topic (after a broker restart,
+    before a metadata request succeeded; here: the topic is not created yet) gets no partitions. aiokafka rejoins
+    only when a metadata refresh shows the topic's partitions, by default after 5 minutes; the workers refresh
+    every few seconds (``CONSUMER_METADATA_MAX_AGE_S``), so the worker takes the partitions and the stream flows."""
+    base = _free_ports(1)
+    settings = _settings(kafka_bootstrap, tiny_model_dir, tmp_path, metrics_port=base)
+    with Workers(settings, ["parse"], log_dir=tmp_path / "logs"):
+        assert _wait_healthy(base)["joined_group"]  # joined, with nothing to assign: the topic does not exist
+        time.sleep(2.0)  # let the empty assignment settle (the first join may still be in flight)
+        ensure_topics(settings)
+        summary = publish(settings, [_crawl(contest_docs, tmp_path / "crawl", 0, 5)], progress=False)
+        reader = make_reader(settings, [settings.docs_topic, settings.dlq_topic])
+        parsed: set[str] = set()
+        deadline = time.monotonic() + 30
+        for record in iter_records(reader, idle_timeout_s=None, stop=lambda: len(parsed) == len(summary.keys)
+                                   or time.monotonic() > deadline):
+            parsed.add(record.key.decode())
+        reader.close()
+    assert parsed == set(summary.keys), "the parse worker kept its empty assignment"
