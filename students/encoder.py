@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.model_folder import EncoderSettings, model_version, pick_device, quantize_int8, set_torch_threads
+from students.tokenizing import length_batches, pad_token_lists
 
 
 class StudentEncoder:
@@ -47,13 +48,11 @@ def encode_token_lists(model, token_lists: list, device: str, batch_size: int = 
     import torch
 
     out = np.zeros((len(token_lists), model.config.output_dim), dtype=np.float32)
-    order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))  # less padding
     pad = model.config.pad_token_id
     was_training = model.training
     model.eval()
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+        for idx in length_batches(token_lists, batch_size):
             input_ids, mask = pad_batch([token_lists[i] for i in idx], pad)
             vectors = model(input_ids.to(device), mask.to(device))
             out[idx] = torch.nn.functional.normalize(vectors.float(), dim=-1).cpu().numpy()
@@ -62,12 +61,8 @@ def encode_token_lists(model, token_lists: list, device: str, batch_size: int = 
 
 
 def pad_batch(token_lists: list, pad_id: int):
+    """``pad_token_lists`` as torch tensors."""
     import torch
 
-    length = max(1, max(len(t) for t in token_lists))
-    input_ids = torch.full((len(token_lists), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(token_lists), length), dtype=torch.long)
-    for row, tokens in enumerate(token_lists):
-        input_ids[row, :len(tokens)] = torch.as_tensor(np.asarray(tokens, dtype=np.int64))
-        mask[row, :len(tokens)] = 1
-    return input_ids, mask
+    ids, mask = pad_token_lists(token_lists, pad_id)
+    return torch.from_numpy(ids), torch.from_numpy(mask)

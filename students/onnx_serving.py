@@ -16,7 +16,7 @@ import numpy as np
 
 from pipeline.model_folder import ENCODER_SETTINGS_FILE, EncoderSettings, model_version
 from students.cut import q4_0_unpack
-from students.tokenizing import FolderTokenizer
+from students.tokenizing import FolderTokenizer, length_batches, pad_token_lists
 
 ONNX_FILE = "model.onnx"
 TABLE_KEYS = ("bert.embeddings.word_embeddings.weight_q4", "bert.embeddings.word_embeddings.scale")
@@ -125,15 +125,8 @@ class OnnxStudentEncoder:
     def encode_ids(self, token_lists: list, batch_size: int = 32) -> np.ndarray:
         """Token id lists (in the student's vocabulary) → unit vectors, in input order; batches by length."""
         out = np.zeros((len(token_lists), self.dim), dtype=np.float32)
-        order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            length = max(1, max(len(token_lists[i]) for i in idx))
-            ids = np.full((len(idx), length), self.pad_id, dtype=np.int64)
-            mask = np.zeros((len(idx), length), dtype=np.int64)
-            for row, i in enumerate(idx):
-                ids[row, :len(token_lists[i])] = token_lists[i]
-                mask[row, :len(token_lists[i])] = 1
+        for idx in length_batches(token_lists, batch_size):
+            ids, mask = pad_token_lists([token_lists[i] for i in idx], self.pad_id)
             rows = q4_0_unpack(self.table[ids], self.scale[ids])
             out[idx] = self.session.run(None, {"inputs_embeds": rows, "attention_mask": mask})[0]
         return out

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.model_folder import EncoderSettings, model_version
-from students.tokenizing import FolderTokenizer
+from students.tokenizing import FolderTokenizer, length_batches, pad_token_lists
 
 SERVED_ENCODERS = ("static",)  # static-cnn needs its convolutions: torch serves it
 SERVED_STORAGES = ("float", "int8")
@@ -63,19 +63,13 @@ class StaticNumpyEncoder:
     def encode_ids(self, token_lists: list[list[int]], batch_size: int = 256) -> np.ndarray:
         """Token id lists → unit vectors, in input order; padded batches of similar length, pooled by matmul."""
         pooled = np.zeros((len(token_lists), self.head_weight.shape[1]), dtype=np.float32)
-        order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
-            pooled[rows] = self._pooled([token_lists[i] for i in rows])
+        for rows in length_batches(token_lists, batch_size):
+            pooled[rows] = self._pooled(*pad_token_lists([token_lists[i] for i in rows], self.pad_id))
         vectors = pooled @ self.head_weight.T + self.head_bias
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
-    def _pooled(self, token_lists: list[list[int]]) -> np.ndarray:
-        length = max(1, max(len(t) for t in token_lists))
-        ids = np.full((len(token_lists), length), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(token_lists), length), dtype=np.float32)
-        for row, tokens in enumerate(token_lists):
-            ids[row, :len(tokens)], mask[row, :len(tokens)] = tokens, 1.0
+    def _pooled(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        mask = mask.astype(np.float32)
         rows = self.rows[ids].astype(np.float32)
         if self.row_scale is not None:
             rows *= self.row_scale[ids]
