@@ -49,6 +49,7 @@ def stream_settings(any_bootstrap, tiny_model_dir, tmp_path) -> Settings:
     settings = Settings(
         bootstrap_servers=any_bootstrap, group_prefix=f"test-{run}", raw_topic=f"{run}.raw",
         docs_topic=f"{run}.docs", vectors_topic=f"{run}.vectors", events_topic=f"{run}.events", dlq_topic=f"{run}.dlq", merges_topic=f"{run}.merges",
+        control_topic=f"{run}.control",  # no other test's promotion on news.control reaches these workers
         partitions=2, model_dir=str(tiny_model_dir), threshold=0.99999, embed_batch_size=32, embed_max_wait_s=0.2,
         home=str(tmp_path / "home"), centring="none",  # raw space: at 0.99999 only reposts join
     )
