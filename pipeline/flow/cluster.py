@@ -18,10 +18,14 @@
   best pair at or above ``merge_threshold`` merges, and again until none does. Batch average link merges the
   same way, so arrival order no longer decides. The smaller event's id becomes an alias
   (``pipeline.flow.event_table``); documents keep the id they were given, later ones get the surviving id.
-* **Micro-batches.** A batch is queried against the index at once; links inside the batch are resolved exactly
-  with a small dense similarity matrix, in input order; then the batch is added.
-* **Determinism.** An event's id is a hash of the document that founded it, hnswlib inserts are single-threaded,
-  and a document already assigned gets its event back: replaying the same input gives the same ids.
+* **Micro-batches.** A batch's documents are decided one after another: each is searched in the index that holds
+  every document decided before it (the batch's earlier ones included) and inserted before the next is
+  searched. hnswlib's search is approximate, so meeting the batch's earlier documents any other way (they were
+  once compared exactly, with a dense similarity matrix) made a decision depend on where the stream was cut
+  into batches, which a crash, a broker restart or the consumer's timing changes.
+* **Determinism.** An event's id is a hash of the document that founded it, hnswlib inserts are single-threaded
+  and in input order, and a document already assigned gets its event back: replaying the same input, in any
+  micro-batches, gives the same ids.
 * **Thread safety.** hnswlib can crash when a search runs during an insert: every index call holds one lock.
 """
 
@@ -198,22 +202,18 @@ class IncrementalClusterer:
         new_rows = [i for i in _first_unseen(docs, self.doc_events)
                     if event_id_for(docs[i].doc_id) not in self.table]
         vectors, bucket_numbers = self._prepare(docs, new_rows)
-        neighbours = self._search(vectors)
-        in_batch = vectors @ vectors.T
         threshold = self.config.threshold
-        given: list[str | None] = [None] * len(docs)  # event id given to each row
         by_doc: dict[str, str] = {}
         results: list[EventAssignment] = []
-        new_members: dict[int, list[int]] = {}
-        decided_rows = []
         for i, doc in enumerate(docs):
             known = self._known_event(doc, by_doc)
             if known is not None:
-                given[i] = known
                 results.append(self._assignment(doc, known, 1.0, doc.doc_id, now_ms))
                 continue
-            near = self._nearest(neighbours[i], [(float(in_batch[i, j]), docs[j].doc_id, given[j])
-                                                 for j in decided_rows])
+            # One document at a time: searched in the index that holds every document decided before it, and
+            # inserted before the next is searched. hnswlib's search is approximate, so a document must meet
+            # the batch's earlier documents the way it meets the window's: the same graph, whatever the batching.
+            [near] = self._search(vectors[i:i + 1])
             event_id, similarity, linked = self._link(vectors[i], near, threshold)
             if event_id is None:
                 event_id, similarity, linked = event_id_for(doc.doc_id), 1.0, doc.doc_id
@@ -223,21 +223,10 @@ class IncrementalClusterer:
             decided += 1
             if self.config.merge_events and linked != doc.doc_id:
                 event_id = self._merge_around(event_id, near, decided, now_ms, doc.model_version)
-            given[i] = by_doc[doc.doc_id] = self.doc_events[doc.doc_id] = event_id
-            decided_rows.append(i)
-            new_members.setdefault(bucket_numbers[i], []).append(i)
+            by_doc[doc.doc_id] = self.doc_events[doc.doc_id] = event_id
+            self._add([bucket_numbers[i]], vectors[i:i + 1], [doc.doc_id])
             results.append(self._assignment(doc, event_id, similarity, linked, now_ms))
-        for number, rows in new_members.items():
-            self._add(number, vectors[rows], [docs[r].doc_id for r in rows])
         return results, decided
-
-    def _nearest(self, indexed: list[tuple[float, str, str]],
-                 in_batch: list[tuple[float, str, str]]) -> list[tuple[float, str, str]]:
-        """The ``neighbours`` nearest of the window's and the batch's earlier documents: what a search would
-        return had the batch's documents arrived one at a time (so the batching changes no decision)."""
-        if not in_batch:
-            return indexed
-        return sorted(indexed + in_batch, key=lambda n: (-n[0], n[1]))[:self.config.neighbours]
 
     def _link(self, vector: np.ndarray, near: list[tuple[float, str, str]],
               threshold: float) -> tuple[str | None, float, str]:
@@ -300,20 +289,23 @@ class IncrementalClusterer:
             for run in self._runs(docs):
                 new_rows = _first_unseen(run, self.doc_events)
                 vectors, bucket_numbers = self._prepare(run, new_rows)
-                rows_by_bucket: dict[int, list[int]] = {}
                 for row in new_rows:
                     decided += 1
                     self.table.join(by_doc[run[row].doc_id], vectors[row])
                     self.doc_events[run[row].doc_id] = by_doc[run[row].doc_id]
-                    rows_by_bucket.setdefault(bucket_numbers[row], []).append(row)
                     while pending and pending[0][0] <= decided:
                         self.table.replay(pending.pop(0)[1])
-                for number, rows in rows_by_bucket.items():
-                    self._add(number, vectors[rows], [run[r].doc_id for r in rows], num_threads)
+                # in input order, as ``assign`` inserted them (on one thread: the same graph)
+                self._add([bucket_numbers[r] for r in new_rows], vectors[new_rows],
+                          [run[r].doc_id for r in new_rows], num_threads)
             for _, merge in pending:
                 self.table.replay(merge)
 
-    def _add(self, number: int, vectors: np.ndarray, doc_ids: list[str], num_threads: int = 1) -> None:
+    def _add(self, numbers: list[int], vectors: np.ndarray, doc_ids: list[str], num_threads: int = 1) -> None:
+        """Insert documents (``numbers``: each one's bucket) in the order given: on one thread the same
+        documents in the same order make the same graph, however they are grouped into calls."""
+        if not doc_ids:
+            return
         labels = list(range(self.next_label, self.next_label + len(doc_ids)))
         self.next_label += len(doc_ids)
         capacity, used = self.index.get_max_elements(), self.index.get_current_count()
@@ -321,7 +313,8 @@ class IncrementalClusterer:
         if len(doc_ids) > free_slots:
             self.index.resize_index(max(capacity * 2, capacity + len(doc_ids)))
         self.index.add_items(vectors, np.asarray(labels), num_threads=num_threads, replace_deleted=True)
-        self.buckets.setdefault(number, []).extend(labels)
+        for number, label in zip(numbers, labels):
+            self.buckets.setdefault(number, []).append(label)
         self.label_docs.update(zip(labels, doc_ids))
 
     def known_assignment(self, doc: EmbeddedDocument, now_ms: int | None = None) -> EventAssignment:

@@ -56,6 +56,34 @@ def test_event_id_is_the_founders_hash_and_replay_is_deterministic():
     assert first[0][1] == event_id_for("d0")
 
 
+def test_micro_batching_changes_no_decision_where_the_index_search_misses_neighbours():
+    """hnswlib's search is approximate: a batch's earlier documents must be met through the same graph as the
+    window's, or where a batch was cut decides (the fault test's "decisions unlike an uninterrupted run")."""
+    rng = np.random.default_rng(11)
+    centres = rng.standard_normal((40, DIM))
+    docs = [EmbeddedDocument(doc_id=f"d{i}", vector=unit(centres[i % 40] + 1.0 * rng.standard_normal(DIM)),
+                             model_version="m", lang="ru" if i % 3 else "en",
+                             published_time=f"2019-11-{8 + i // 150:02d}T{(i // 7) % 24:02d}:00:00+00:00")
+            for i in range(600)]
+    config = ClusterConfig(dim=DIM, threshold=0.4, hnsw_m=4, hnsw_ef_construction=8, hnsw_ef=1, neighbours=10)
+
+    def decide(sizes):
+        clusterer, given, merges, start = IncrementalClusterer(config), {}, [], 0
+        for n in range(len(docs)):
+            if start >= len(docs):
+                break
+            assigned = clusterer.assign(docs[start:start + sizes[n % len(sizes)]])
+            start += sizes[n % len(sizes)]
+            given.update((a.doc_id, a.event_id) for a in assigned.assignments)
+            merges += [(m.event_id, m.into) for _, m in assigned.merges]
+        return given, merges
+
+    whole = decide([256])
+    assert len(whole[1]) > 10 and len(set(whole[0].values())) < 300  # stories link and merge
+    assert decide([1]) == whole
+    assert decide([7, 1, 30, 3]) == whole
+
+
 def test_redelivered_document_keeps_its_event_and_is_not_indexed_twice():
     rng = np.random.default_rng(2)
     docs = docs_for(topic_vectors(rng, rng.standard_normal(DIM), 5, 0.05))

@@ -11,7 +11,7 @@ import pytest
 from pipeline.config import Settings
 from pipeline.flow.state import ClusterStateStore, StateError
 from pipeline.kafka.stages import ClusterStage, InRecord
-from pipeline.records import EmbeddedDocument, EventAssignment
+from pipeline.records import EmbeddedDocument, EventAssignment, EventMerge
 
 SETTINGS = Settings(threshold=0.8, snapshot_every_docs=10**9, snapshot_every_s=10**9)
 START = datetime(2019, 11, 8, tzinfo=timezone.utc)
@@ -137,3 +137,72 @@ def test_one_worker_per_state_folder(tmp_path):
         ClusterStateStore(tmp_path)
     held.close()
     ClusterStateStore(tmp_path).close()  # released with its holder (a killed process releases it too)
+
+
+# A coarse hnswlib graph: its searches miss neighbours often, as the default graph does now and then.
+COARSE = dict(hnsw_m=4, hnsw_ef_construction=8, hnsw_ef=1, neighbours=10)
+
+
+def batches(records: list[InRecord], sizes: list[int]) -> list[list[InRecord]]:
+    cut, start, n = [], 0, 0
+    while start < len(records):
+        cut.append(records[start:start + sizes[n % len(sizes)]])
+        start, n = start + sizes[n % len(sizes)], n + 1
+    return cut
+
+
+def decisions(stage: ClusterStage, cut: list[list[InRecord]]) -> tuple[dict[str, str], dict[str, str]]:
+    """(document → first event id, absorbed id → surviving id), as ``newsevents soak`` reads them."""
+    given, merged = {}, {}
+    for batch in cut:
+        for out in stage.process(batch):
+            if out.topic == SETTINGS.events_topic:
+                assignment = EventAssignment.from_bytes(out.value)
+                given.setdefault(assignment.doc_id, assignment.event_id)
+            elif out.topic == SETTINGS.merges_topic:
+                merge = EventMerge.from_bytes(out.value)
+                merged.setdefault(merge.event_id, merge.into)
+    return given, merged
+
+
+@pytest.mark.parametrize("snapshot_every_docs", [
+    10**9,
+    pytest.param(150, marks=pytest.mark.xfail(strict=True, reason=(
+        "not fixed: hnswlib's load_index starts a fresh level generator (and rebuilds its free-slot set), so "
+        "documents inserted after recovering from a snapshot get other graph levels than the uninterrupted "
+        "window gives them, and an approximate search can then answer differently"))),
+], ids=["crash-before-any-snapshot", "crash-after-a-snapshot"])
+@pytest.mark.parametrize("crash_at", [380, 560], ids=["window-full", "window-moving"])
+def test_a_crashed_stage_fed_other_micro_batches_decides_like_the_soaks_uninterrupted_reference(
+        tmp_path, snapshot_every_docs, crash_at):
+    """``newsevents soak``'s check, deterministic: the worker takes whatever micro-batches the stream gives it,
+    crashes, is redelivered what it had not committed and goes on in other batches; the reference takes
+    ``news.vectors`` 256 at a time. Overlapping stories on a graph whose searches miss neighbours: a decision
+    that depended on where a batch was cut would differ (it did, and failed the fault test now and then)."""
+    settings = SETTINGS.replace(threshold=0.3, centring="language", merge_events=True,
+                                snapshot_every_docs=snapshot_every_docs, **COARSE)
+    records = [InRecord(r.key, r.value, {}, None, r.topic, r.partition, r.offset)
+               for r in stream(700, topics=25, dim=16, seed=3, hours_per_doc=0.1)]
+    noisy = []  # the stories overlap: links, merges and near misses
+    for record in records:
+        doc = EmbeddedDocument.from_bytes(record.value)
+        rng = np.random.default_rng(int(doc.doc_id[1:]))
+        vector = doc.vector + rng.normal(scale=1.2, size=doc.vector.shape).astype(np.float32)
+        noisy.append(InRecord(record.key, EmbeddedDocument(doc_id=doc.doc_id, vector=vector, model_version="m1",
+                                                           published_time=doc.published_time,
+                                                           ingested_at_ms=doc.ingested_at_ms).to_bytes(),
+                              {}, None, record.topic, record.partition, record.offset))
+    reference = decisions(ClusterStage(settings), batches(noisy, [256]))
+    assert len(reference[1]) > 5  # stories merge
+
+    first = ClusterStage(settings, state_dir=tmp_path)
+    given, merged = decisions(first, batches(noisy[:crash_at], [1, 7, 3, 12]))
+    crash(first)  # documents 480 on move the 48 h window (one every 6 minutes)
+    second = ClusterStage(settings, state_dir=tmp_path)
+    again, merged_again = decisions(second, batches(noisy[crash_at - 80:], [5, 1, 31]))  # 80 not committed
+    assert all(again[d] == given[d] for d in given if d in again)
+    merged = {**merged_again, **merged}
+    given = {**again, **given}
+    differs = [d for d in reference[0] if reference[0][d] != given.get(d)]
+    differs += [f"merge:{k}" for k in set(reference[1]) | set(merged) if reference[1].get(k) != merged.get(k)]
+    assert differs == []
