@@ -87,12 +87,12 @@ class ServedModel:
     """The model the stream serves and the space its vectors are linked in, each with where it came from.
 
     Resolved by ``served_model`` alone; the embed worker, the cluster stage (through the vectors it reads), eval,
-    bench, ship and retrain all take it from there."""
+    bench and retrain take it from there."""
 
     folder: Path
     centring: str
     threshold: float
-    folder_from: str  # FOLDER_SOURCES
+    folder_from: str  # "control topic", "flag", "registry", "release" or "teacher" (``served_model``)
     centring_from: str  # "flag", "tuned" (the model's newsevents_cluster.json, or what its vectors carry), "default"
     threshold_from: str  # the same three
 
@@ -103,9 +103,6 @@ class ServedModel:
     def describe(self) -> str:
         return (f"{self.folder} (from {self.folder_from}), {self.centring} centring ({self.centring_from}), "
                 f"threshold {self.threshold:.3f} ({self.threshold_from})")
-
-
-FOLDER_SOURCES = ("control topic", "flag", "registry", "release", "teacher")
 
 
 def served_model(settings: Settings, promotion: Promotion | None = None, *, provision: bool = True) -> ServedModel:
