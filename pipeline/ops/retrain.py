@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pipeline.config import Settings
 from pipeline.files import resolve_portable, write_atomic
-from pipeline.models import served_model as resolve_served_model
+from pipeline.models import served_model
 
 
 class RetrainError(RuntimeError):
@@ -51,12 +51,12 @@ def _write_json(path: Path, value: dict) -> None:
     write_atomic(path, json.dumps(value, indent=2), fsync=False)
 
 
-def served_model(settings: Settings, work_dir: Path) -> Path:
+def recorded_served_folder(settings: Settings, work_dir: Path) -> Path:
     """The model served when this job first ran (recorded), so a resumed job continues the same candidate."""
     record = work_dir / "retrain.json"
     if record.exists():
         return Path(json.loads(record.read_text())["served_model_dir"])
-    folder = resolve_served_model(settings).folder
+    folder = served_model(settings).folder
     work_dir.mkdir(parents=True, exist_ok=True)
     _write_json(record, {"served_model_dir": str(Path(folder).resolve()), "started_at": time.time()})
     return Path(folder).resolve()
@@ -196,7 +196,7 @@ def retrain(settings: Settings, options: RetrainOptions) -> dict:
             raise FileNotFoundError(f"no such file or directory: {path}")
     if not options.gold_pairs or not options.gold_inputs:
         raise RetrainError("the eval gate needs gold pairs and their documents (--gold-pairs, --gold-input)")
-    served = served_model(settings, work)
+    served = recorded_served_folder(settings, work)
     labels = old_label_dirs(options, served)
     started = time.perf_counter()
     labelling = label_new_documents(settings, options, labels)

@@ -19,9 +19,9 @@ def test_every_hostile_input_becomes_one_document_or_one_reasoned_dead_letter(co
     outcomes, slowest = Counter(), 0.0
     for item in inputs:
         record = InRecord(item.key.encode(), item.value, dict(item.headers), 0, "news.raw", 0, 0)
-        started = time.monotonic()
+        started = time.process_time()  # CPU time: a busy machine must not fail it, a slow parser must
         out = stage.process_safely([record])
-        slowest = max(slowest, time.monotonic() - started)
+        slowest = max(slowest, time.process_time() - started)
         assert len(out) == 1 and out[0].key == item.key.encode()
         if out[0].topic == stage.settings.docs_topic:
             assert Document.from_bytes(out[0].value).doc_id == item.key
