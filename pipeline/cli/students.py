@@ -298,7 +298,7 @@ def _add_ship(ssub) -> None:
     p.add_argument("--input", action="append", metavar="PATH", help="the pairs' documents (default: contest sample)")
     p.add_argument("--bar", type=float, default=0.01, help="F1 the student may be under the centred teacher")
     p.add_argument("--max-mb", type=float, default=50.0,
-                   help="refuse a student folder larger than this (default 50: a cut teacher is ~40 MB)")
+                   help="refuse a student folder larger than this (default 50: a cut student is 36-50 MB)")
     p.add_argument("--to", help="destination folder (default: students/default in this checkout)")
     p.add_argument("--reproduce", help="the command that reproduces the student, recorded in release.json")
     p.add_argument("--json", action="store_true")
