@@ -289,6 +289,8 @@ def _add_retrain(sub) -> None:
 
 
 def _add_ship(ssub) -> None:
+    from students.release import DEFAULT_BAR
+
     p = ssub.add_parser("ship", help="score a student beside the centred teacher on the dev pairs and ship it in "
                                      "students/default (served by default only within --bar of the teacher)")
     p.add_argument("model", help="the trained student folder (a `students train` run's model/)")
@@ -296,7 +298,8 @@ def _add_ship(ssub) -> None:
     p.add_argument("--teacher-labels", help="teacher labels of the dev documents instead (`teacher label` folder)")
     p.add_argument("--pairs", help="dev pairs (default: ../shared/data/eval/dev_pairs.tsv)")
     p.add_argument("--input", action="append", metavar="PATH", help="the pairs' documents (default: contest sample)")
-    p.add_argument("--bar", type=float, default=0.01, help="F1 the student may be under the centred teacher")
+    p.add_argument("--bar", type=float, default=DEFAULT_BAR,
+                   help=f"F1 the student may be under the centred teacher (default {DEFAULT_BAR})")
     p.add_argument("--max-mb", type=float, default=50.0,
                    help="refuse a student folder larger than this (default 50: a cut student is 36-50 MB)")
     p.add_argument("--to", help="destination folder (default: students/default in this checkout)")
