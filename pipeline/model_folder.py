@@ -79,7 +79,8 @@ def model_version(folder: Path) -> str:
         # provisioned folders: the recorded checksum of the converted weights (and so of the source)
         digest.update(json.loads(provenance.read_text())["weights_sha256"].encode())
     else:
-        for path in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) + sorted(folder.glob("tokenizer*")):
+        for path in (sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) + sorted(folder.glob("*.onnx"))
+                     + sorted(folder.glob("tokenizer*"))):
             with open(path, "rb") as f:
                 for chunk in iter(lambda: f.read(1 << 22), b""):
                     digest.update(chunk)

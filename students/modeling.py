@@ -17,6 +17,8 @@ token ids → embeddings (64 or 128) → sequence encoder → aggregation → on
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
@@ -188,6 +190,34 @@ class StudentModel(PreTrainedModel):
         from students.families import FAMILIES
 
         return FAMILIES[self.config.encoder]
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> "StudentModel":
+        """``PreTrainedModel.from_pretrained``; a shipped ONNX-served folder, which keeps its layers only in its
+        int8 graph (``students.onnx_serving``), loads them from there, dequantised."""
+        from students.onnx_serving import layers_in_onnx
+
+        folder = Path(str(pretrained_model_name_or_path))
+        if not (folder.is_dir() and layers_in_onnx(folder)):
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        return cls._from_onnx_layers(folder, kwargs.get("dtype") or torch.float32)
+
+    @classmethod
+    def _from_onnx_layers(cls, folder: Path, dtype: torch.dtype) -> "StudentModel":
+        from safetensors.torch import load_file
+
+        from students.onnx_serving import WEIGHTS_FILE, layers_from_onnx
+
+        model = cls(StudentConfig.from_pretrained(folder))
+        wanted = model.state_dict()
+        table = load_file(str(folder / WEIGHTS_FILE))
+        state = {k: torch.from_numpy(v) for k, v in layers_from_onnx(folder, set(wanted) - set(table)).items()}
+        state.update(table)
+        missing = [k for k in wanted if k not in state and not k.startswith("token_head.")]  # training-only
+        if missing:
+            raise ValueError(f"{folder}: model.onnx does not hold this student's layers (no {missing[:3]})")
+        model.load_state_dict(state, strict=False)
+        return model.to(dtype).eval()
 
     def token_table(self, dim: int | None = None) -> nn.Module:
         """The piece table in the configured storage (float while training)."""

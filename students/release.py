@@ -71,7 +71,6 @@ def release_record(student_dir: Path, evaluator, teacher_docs: list, bar: float 
     teacher_raw = evaluator.score(teacher_docs)
     teacher = evaluator.score(centred(teacher_docs, centre))
     to_match = max(teacher_raw, teacher, key=lambda score: score["stream_f1"])
-    size_mb = sum(f.stat().st_size for f in student_dir.iterdir() if f.is_file()) / 1e6
     for score in (student, teacher_raw, teacher):
         score.pop("curve", None)
     decision = gate(student["stream_f1"], to_match["stream_f1"], -bar, "teacher")
@@ -79,7 +78,7 @@ def release_record(student_dir: Path, evaluator, teacher_docs: list, bar: float 
             "gap": round(to_match["stream_f1"] - student["stream_f1"], 4),
             "serve_by_default": decision.passed, "gate": decision.rule,
             "runtime": runtime, "quantisation": quantisation,
-            "size_mb": round(size_mb, 2), "dev_pairs": portable_path(evaluator.pairs_path),
+            "size_mb": folder_mb(student_dir), "dev_pairs": portable_path(evaluator.pairs_path),
             "dev_inputs": [portable_path(p) for p in evaluator.inputs],
             "released_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "reproduce": reproduce,
             "training": {k: training.get(k) for k in ("teachers", "labels", "documents", "settings", "epoch",
@@ -99,18 +98,41 @@ def staged_release(student_dir: Path, staging: Path) -> Path:
     return staging
 
 
+def folder_mb(folder: Path) -> float:
+    return round(sum(f.stat().st_size for f in Path(folder).iterdir() if f.is_file()) / 1e6, 2)
+
+
+def smallest_release_mb(folder: Path) -> float:
+    """The least an exported folder can ship as (before scoring decides its runtime): an ONNX-served one without
+    its torch layers (``settle_release``), else the folder as it is."""
+    from safetensors import safe_open
+
+    from students.onnx_serving import TABLE_KEYS, WEIGHTS_FILE, onnx_served
+
+    if not onnx_served(folder):
+        return folder_mb(folder)
+    with safe_open(str(Path(folder) / WEIGHTS_FILE), framework="numpy") as weights:
+        table = sum(weights.get_tensor(k).nbytes for k in TABLE_KEYS)
+    others = sum(f.stat().st_size for f in Path(folder).iterdir() if f.is_file() and f.name != WEIGHTS_FILE)
+    return round((table + others) / 1e6, 2)
+
+
 def settle_release(folder: Path, record: dict) -> None:
-    """Write what the record decided into the folder: the runtime it serves by and its space and threshold."""
+    """Write what the record decided into the folder: the runtime it serves by (int8 through ONNX Runtime: the
+    layers kept once, in the graph; torch: no graph), its space and threshold, and then its size and version."""
     from pipeline.model_folder import ENCODER_SETTINGS_FILE, model_version, write_cluster_threshold
-    from students.onnx_serving import ONNX_FILE
+    from students.onnx_serving import ONNX_FILE, keep_layers_in_onnx_only
 
     if record["runtime"] == "torch" and (folder / ONNX_FILE).exists():  # int8 lost too much: torch serves it
         (folder / ONNX_FILE).unlink()
         settings = json.loads((folder / ENCODER_SETTINGS_FILE).read_text())
         settings["runtime"] = "torch"
         (folder / ENCODER_SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
-        record["student"]["model_version"] = model_version(folder)  # the same weights, now named as torch serves them
+    elif record["runtime"] == "onnxruntime-int8":
+        keep_layers_in_onnx_only(folder)
     student = record["student"]
+    student["model_version"] = model_version(folder)  # the weights as the folder now stores and names them
+    record["size_mb"] = folder_mb(folder)
     write_cluster_threshold(folder, student["threshold"], tuned_on="dev pairs (students ship)",
                             centring=student["centring"])
 

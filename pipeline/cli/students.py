@@ -71,7 +71,8 @@ def cmd_students_ship(args: argparse.Namespace) -> int:
     import shutil
 
     from students.evaluation import CENTRINGS, DevPairEvaluator
-    from students.release import release_record, settle_release, ship, staged_release, teacher_documents
+    from students.release import (release_record, settle_release, ship, smallest_release_mb, staged_release,
+                                  teacher_documents)
 
     settings = load_settings(args)
     pairs = args.pairs or str(DEFAULT_INPUT.parents[1] / "eval" / "dev_pairs.tsv")
@@ -88,6 +89,9 @@ def cmd_students_ship(args: argparse.Namespace) -> int:
     destination = Path(args.to) if args.to else SHIPPED_STUDENT
     staging = staged_release(Path(args.model), destination.with_name(destination.name + ".staging"))
     try:
+        least_mb = smallest_release_mb(staging)
+        if least_mb > args.max_mb:  # before the scoring, which takes minutes
+            return fail(f"{args.model} ships as {least_mb} MB at least, over --max-mb {args.max_mb}")
         record = release_record(staging, evaluator, teacher_documents(evaluator, args.teacher_labels, teacher),
                                 bar=args.bar, reproduce=args.reproduce or "")
         settle_release(staging, record)

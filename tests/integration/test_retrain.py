@@ -105,8 +105,8 @@ def test_ship_scores_the_student_beside_the_centred_teacher_and_decides_if_it_se
 
 
 def test_a_cut_student_ships_int8_through_onnx_runtime_only_within_its_bar(contest_docs, tiny_model_dir, tmp_path):
-    from pipeline.models import load_encoder
-    from students.onnx_serving import OnnxStudentEncoder
+    from pipeline.models import load_encoder, model_version
+    from students.onnx_serving import OnnxStudentEncoder, layers_in_onnx
 
     crawl, pairs, _, labels, _ = served_student(contest_docs, tiny_model_dir, tmp_path)
     result = newsevents("students", "train", "--labels", str(labels), "--out", str(tmp_path / "cut"),
@@ -124,6 +124,8 @@ def test_a_cut_student_ships_int8_through_onnx_runtime_only_within_its_bar(conte
     int8_kept_its_f1 = quantisation["int8_stream_f1"] >= quantisation["fp32_stream_f1"] - quantisation["bar"]
     assert record["runtime"] == ("onnxruntime-int8" if int8_kept_its_f1 else "torch")
     assert (shipped / "model.onnx").exists() == int8_kept_its_f1
+    assert layers_in_onnx(shipped) == int8_kept_its_f1  # served int8: the layers shipped once, in the graph
+    assert record["student"]["model_version"] == model_version(shipped)
     assert isinstance(load_encoder(shipped, device="cpu"), OnnxStudentEncoder) == int8_kept_its_f1
     assert record["student"]["stream_f1"] == quantisation["int8_stream_f1" if int8_kept_its_f1 else "fp32_stream_f1"]
     cluster = json.loads((shipped / "newsevents_cluster.json").read_text())

@@ -123,6 +123,12 @@ def test_a_crashed_epoch_resumes_from_its_last_checkpoint_exactly(tiny_labels, t
 
 def test_the_onnx_int8_student_serves_the_torch_students_vectors(tiny_labels, tiny_model_dir, contest_docs,
                                                                   tmp_path):
+    _exported_cut_student(tiny_labels, tiny_model_dir, contest_docs, tmp_path)
+
+
+def _exported_cut_student(tiny_labels, tiny_model_dir, contest_docs, tmp_path) -> tuple[Path, list[str], np.ndarray]:
+    """A trained cut student exported for ONNX Runtime in int8, checked against its torch self: (folder, texts,
+    the vectors ONNX Runtime serves)."""
     from pipeline.models import load_encoder
     from students.onnx_serving import OnnxStudentEncoder, export_onnx
 
@@ -148,6 +154,36 @@ def test_the_onnx_int8_student_serves_the_torch_students_vectors(tiny_labels, ti
     fallback = load_encoder(folder, device="cpu", quantize="int8")  # torch stays the fallback
     assert isinstance(fallback, StudentEncoder)
     assert np.mean(np.sum(fallback.encode(texts) * reference, axis=1)) > 0.98
+    return folder, texts, vectors
+
+
+def test_a_shipped_onnx_student_keeps_its_layers_once_and_torch_reads_them_back(tiny_labels, tiny_model_dir,
+                                                                               contest_docs, tmp_path):
+    """Shipping drops the fp16 torch copy of the layers (the int8 graph holds them): ONNX Runtime serves the same
+    vectors, and torch (a GPU, ``retrain``) rebuilds the layers from the graph, dequantised, to the same vectors."""
+    import shutil
+
+    from safetensors import safe_open
+
+    from pipeline.model_folder import model_version
+    from pipeline.models import load_encoder
+    from students.onnx_serving import TABLE_KEYS, keep_layers_in_onnx_only, layers_in_onnx
+
+    folder, texts, served = _exported_cut_student(tiny_labels, tiny_model_dir, contest_docs, tmp_path)
+    shipped = tmp_path / "shipped"
+    shutil.copytree(folder, shipped)
+    keep_layers_in_onnx_only(shipped)
+    with safe_open(str(shipped / "model.safetensors"), framework="numpy") as weights:
+        assert set(weights.keys()) == set(TABLE_KEYS)
+    assert layers_in_onnx(shipped) and not layers_in_onnx(folder)
+    assert (shipped / "model.safetensors").stat().st_size < (folder / "model.safetensors").stat().st_size
+    assert np.array_equal(load_encoder(shipped, device="cpu").encode(texts, batch_size=7), served)
+    rebuilt = StudentEncoder(shipped).encode(texts)  # torch on the dequantised int8 layers
+    assert np.mean(np.sum(rebuilt * served, axis=1)) > 0.999
+    assert model_version(shipped) != model_version(folder)
+    (shipped / "model.onnx").write_bytes((shipped / "model.onnx").read_bytes()[:-1000])  # damaged: a clear error
+    with pytest.raises(Exception):
+        StudentModel.from_pretrained(shipped)
 
 
 def test_the_piece_table_in_the_teachers_q4_blocks_is_exact_for_q4_rows():
