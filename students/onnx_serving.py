@@ -21,7 +21,6 @@ from students.cut import q4_0_unpack
 from students.tokenizing import FolderTokenizer, length_batches, pad_token_lists
 
 ONNX_FILE = "model.onnx"
-LAYERS_IN_ONNX = {"layers": "onnx"}  # in newsevents_encoder.json: the safetensors holds the piece table only
 WEIGHTS_FILE = "model.safetensors"
 TABLE_KEYS = ("bert.embeddings.word_embeddings.weight_q4", "bert.embeddings.word_embeddings.scale")
 
@@ -31,8 +30,8 @@ def onnx_served(folder: Path) -> bool:
 
 
 def layers_in_onnx(folder: Path) -> bool:
-    return onnx_served(folder) and all(
-        _encoder_settings(Path(folder)).get(k) == v for k, v in LAYERS_IN_ONNX.items())
+    """Whether the folder keeps its layers only in its graph (``"layers": "onnx"``: the safetensors is the table)."""
+    return onnx_served(folder) and _encoder_settings(Path(folder)).get("layers") == "onnx"
 
 
 def _encoder_settings(folder: Path) -> dict:
@@ -54,7 +53,7 @@ def keep_layers_in_onnx_only(folder: Path) -> None:
         raise ValueError(f"{folder}: not exported for ONNX Runtime; its torch weights are its only layers")
     tensors = load_file(str(folder / WEIGHTS_FILE))
     save_file({k: tensors[k] for k in TABLE_KEYS}, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
-    _update_encoder_settings(folder, LAYERS_IN_ONNX)
+    _update_encoder_settings(folder, {"layers": "onnx"})
 
 
 def layers_from_onnx(folder: Path, expected: set[str]) -> dict[str, np.ndarray]:
