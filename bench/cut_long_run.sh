@@ -5,11 +5,12 @@
 #
 #   bash bench/cut_long_run.sh                                   # RUN=$RUNS/cut6s-192
 #   LAYERS=bottom-3 RUN=~/.cache/newsevents/runs/cut3-192 EPOCHS=2 bash bench/cut_long_run.sh
-#   INIT_FROM=students/candidates/cut6s-192 LR=1e-4 RUN=... bash bench/cut_long_run.sh   # continue a trained cut
+#   INIT_FROM=$RUNS/cut6s-192/model LR=1e-4 RUN=$RUNS/cut6s-192b bash bench/cut_long_run.sh  # the shipped student
 #
 # Runs go to $RUNS (default ~/.cache/newsevents/runs), outside the work tree: a machine change loses them (it did
-# on 2026-12-03, with five CPU-hours of the 3-layer run), so a model a later session must continue from is
-# committed. Set SNAPSHOT=1 to run from a copy of HEAD, so edits to the checkout do not reach a run in progress.
+# on 2026-12-03, with five CPU-hours of the 3-layer run), so commit a model a later session must continue from.
+# Set SNAPSHOT=1 to run from a copy of HEAD, so edits to the checkout do not reach a run in progress. The shipped
+# recipe itself is deploy/reproduce_student.sh (the TrainSettings defaults); this script is for trying other cuts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)

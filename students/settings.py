@@ -8,23 +8,25 @@ from dataclasses import dataclass, field
 @dataclass
 class TrainSettings:
     """The defaults are the recipe of the student shipped in ``students/default`` (its ``training.json``; a test
-    keeps them equal), so ``students train`` and a ``retrain`` with no student served train the shipped recipe."""
-    encoder: str = "static"
+    keeps them equal), so ``students train`` and a ``retrain`` with no student served train the shipped recipe: six
+    of the teacher's layers keeping the top one, 192 tokens, one epoch. The shipped student is that run continued
+    one more epoch at half the rate (``--init-from``, as ``retrain`` continues; ``deploy/reproduce_student.sh``)."""
+    encoder: str = "teacher-cut"
     num_layers: int = 2
     bidirectional: bool = True
     embedding_dim: int = 256
     hidden_dim: int = 128
     aggregation: str = "mean"
     loss: str = "cosine"  # cosine | mse | both
-    batch_size: int = 256
-    learning_rate: float = 2e-3
-    max_epochs: int = 5
+    batch_size: int = 32
+    learning_rate: float = 2e-4
+    max_epochs: int = 1
     lr_patience: int = 2
     early_stopping: int = 3
     validation_fraction: float = 0.05
-    min_token_count: int = 2  # a piece seen once is noise the embedding table cannot learn
-    max_vocab: int = 80_000
-    max_tokens: int = 256
+    min_token_count: int = 1  # frozen teacher rows need no count to be learnt (a static table: use 2)
+    max_vocab: int = 120_000
+    max_tokens: int = 192
     # token embeddings start from: "teacher-output" (each piece alone through the teacher, model2vec's
     # distillation), "teacher-input" (the teacher's input embeddings), or "random"; all PCA'd to the width
     embedding_init: str = "teacher-output"
@@ -44,14 +46,14 @@ class TrainSettings:
     gold_threshold: float = 0.70  # in the centred space the student learns
     gold_exclude_day: str = ""  # keep this day's pairs out of training, to measure on them
     # teacher-cut: which teacher layers to keep (bottom-K, spread-K or "0,5,11") and whether its piece rows train
-    kept_layers: str = "bottom-3"
+    kept_layers: str = "0,2,4,6,8,11"
     train_embeddings: bool = False
-    head_fit_docs: int = 3000  # teacher-cut: documents the ridge-fitted head starts from (0: a random head)
+    head_fit_docs: int = 6000  # teacher-cut: documents the ridge-fitted head starts from (0: a random head)
     # "plateau": halve the rate when the validation loss stalls (per epoch); "one-cycle": warm up over the first
     # warmup share of all max_epochs' steps, then anneal (per step; a long run's schedule is fixed at its start)
-    schedule: str = "plateau"
-    warmup: float = 0.05
-    checkpoint_every: int = 200  # steps between mid-epoch checkpoints (an epoch can be an hour on a CPU)
+    schedule: str = "one-cycle"
+    warmup: float = 0.03
+    checkpoint_every: int = 100  # steps between mid-epoch checkpoints (an epoch can be an hour on a CPU)
     max_docs: int = 0  # 0: all
     seed: int = 0
     threads: int = 0

@@ -202,3 +202,21 @@ def test_the_piece_table_in_the_teachers_q4_blocks_is_exact_for_q4_rows():
     ids = torch.as_tensor([[0, 49, 7], [3, 3, 1]])
     assert torch.equal(table(ids), torch.as_tensor(teacher_rows)[ids])
     assert torch.equal(table.to_float(None).weight, torch.as_tensor(teacher_rows))
+
+
+def test_the_training_defaults_are_the_shipped_students_recipe():
+    """One recipe: `students train` with no flags and `retrain` with no student served train what was shipped."""
+    import json
+    from dataclasses import asdict
+
+    from pipeline.models import SHIPPED_STUDENT
+    from students.settings import TrainSettings
+
+    training = json.loads((SHIPPED_STUDENT / "training.json").read_text())
+    shipped = training["settings"]
+    if training.get("continued_from"):  # continued at half the rate, as `retrain` continues a student
+        shipped = {**shipped, "learning_rate": shipped["learning_rate"] * 2}
+    defaults = asdict(TrainSettings())
+    differing = {k: (v, defaults[k]) for k, v in shipped.items() if k in defaults and k not in ("threads", "device")
+                 and defaults[k] != v}
+    assert not differing, f"shipped recipe vs TrainSettings defaults: {differing}"

@@ -149,21 +149,6 @@ def test_token_states_are_stored_per_token_and_train_a_per_token_head(tiny_model
     assert saved.config.token_target_dim == 8 and result["history"][0]["train_loss"] > 0
 
 
-def test_the_training_defaults_are_the_shipped_students_recipe():
-    """One recipe: `students train` with no flags and `retrain` with no student served train what was shipped."""
-    import json
-    from dataclasses import asdict
-
-    from pipeline.models import SHIPPED_STUDENT
-    from students.settings import TrainSettings
-
-    shipped = json.loads((SHIPPED_STUDENT / "training.json").read_text())["settings"]
-    defaults = asdict(TrainSettings())
-    differing = {k: (v, defaults[k]) for k, v in shipped.items() if k in defaults and k not in ("threads", "device")
-                 and defaults[k] != v}
-    assert not differing, f"shipped recipe vs TrainSettings defaults: {differing}"
-
-
 def test_a_static_student_is_served_by_numpy_with_the_torch_students_vectors_and_no_torch(tiny_model_dir,
                                                                                        contest_docs, tmp_path):
     """Mean and attentive pooling, float and int8 tables: the numpy runtime tokenises as transformers does and
