@@ -31,7 +31,7 @@ def load_encoder(folder: str | Path, device: str = "auto", max_length: int = 256
                  quantize: str | None = None, threads: int | None = None) -> Encoder:
     """Load the encoder a model folder describes: a distilled student, or any Hugging Face encoder. The runtime:
     numpy for a static student (no torch), ONNX Runtime for an exported cut student on the CPU, else torch."""
-    from students.onnx_serving import onnx_served
+    from students.onnx_folder import onnx_served
     from students.static_runtime import StaticNumpyEncoder, numpy_served
 
     folder = Path(folder)

@@ -195,7 +195,7 @@ class StudentModel(PreTrainedModel):
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> "StudentModel":
         """``PreTrainedModel.from_pretrained``; a shipped ONNX-served folder, which keeps its layers only in its
         int8 graph (``students.onnx_serving``), loads them from there, dequantised."""
-        from students.onnx_serving import layers_in_onnx
+        from students.onnx_folder import layers_in_onnx
 
         folder = Path(str(pretrained_model_name_or_path))
         if not (folder.is_dir() and layers_in_onnx(folder)):
@@ -206,7 +206,7 @@ class StudentModel(PreTrainedModel):
     def _from_onnx_layers(cls, folder: Path, dtype: torch.dtype) -> "StudentModel":
         from safetensors.torch import load_file
 
-        from students.onnx_serving import WEIGHTS_FILE, layers_from_onnx
+        from students.onnx_folder import WEIGHTS_FILE, layers_from_onnx
 
         model = cls(StudentConfig.from_pretrained(folder))
         wanted = model.state_dict()

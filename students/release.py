@@ -51,7 +51,8 @@ def release_record(student_dir: Path, evaluator, teacher_docs: list, bar: float 
     from pipeline.files import portable_path
     from pipeline.gate import gate
     from students.encoder import StudentEncoder
-    from students.onnx_serving import OnnxStudentEncoder, onnx_served
+    from students.onnx_folder import onnx_served
+    from students.onnx_serving import OnnxStudentEncoder
 
     training = json.loads((student_dir / "training.json").read_text())
     centre = np.asarray(next(iter(training["target_centres"].values())), dtype=np.float32)
@@ -107,7 +108,7 @@ def smallest_release_mb(folder: Path) -> float:
     its torch layers (``settle_release``), else the folder as it is."""
     from safetensors import safe_open
 
-    from students.onnx_serving import TABLE_KEYS, WEIGHTS_FILE, onnx_served
+    from students.onnx_folder import TABLE_KEYS, WEIGHTS_FILE, onnx_served
 
     if not onnx_served(folder):
         return folder_mb(folder)
@@ -121,7 +122,7 @@ def settle_release(folder: Path, record: dict) -> None:
     """Write what the record decided into the folder: the runtime it serves by (int8 through ONNX Runtime: the
     layers kept once, in the graph; torch: no graph), its space and threshold, and then its size and version."""
     from pipeline.model_folder import ENCODER_SETTINGS_FILE, model_version, write_cluster_threshold
-    from students.onnx_serving import ONNX_FILE, keep_layers_in_onnx_only
+    from students.onnx_folder import ONNX_FILE, keep_layers_in_onnx_only
 
     if record["runtime"] == "torch" and (folder / ONNX_FILE).exists():  # int8 lost too much: torch serves it
         (folder / ONNX_FILE).unlink()

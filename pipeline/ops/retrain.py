@@ -121,7 +121,8 @@ def label_new_documents(settings: Settings, options: RetrainOptions, labels: lis
 
 def train_candidate(settings: Settings, options: RetrainOptions, served: Path, labels: list[str]) -> dict:
     from pipeline.models import ENCODER_SETTINGS_FILE, is_student_folder
-    from students.onnx_serving import export_onnx, onnx_served
+    from students.onnx_folder import onnx_served
+    from students.onnx_serving import export_onnx
     from students.train import TrainSettings, train
     from teacher.provision import provision_e5
 

@@ -106,7 +106,8 @@ def test_ship_scores_the_student_beside_the_centred_teacher_and_decides_if_it_se
 
 def test_a_cut_student_ships_int8_through_onnx_runtime_only_within_its_bar(contest_docs, tiny_model_dir, tmp_path):
     from pipeline.models import load_encoder, model_version
-    from students.onnx_serving import OnnxStudentEncoder, layers_in_onnx
+    from students.onnx_folder import layers_in_onnx
+    from students.onnx_serving import OnnxStudentEncoder
 
     crawl, pairs, _, labels, _ = served_student(contest_docs, tiny_model_dir, tmp_path)
     result = newsevents("students", "train", "--labels", str(labels), "--out", str(tmp_path / "cut"),

@@ -167,7 +167,7 @@ def test_a_shipped_onnx_student_keeps_its_layers_once_and_torch_reads_them_back(
 
     from pipeline.model_folder import model_version
     from pipeline.models import load_encoder
-    from students.onnx_serving import TABLE_KEYS, keep_layers_in_onnx_only, layers_in_onnx
+    from students.onnx_folder import TABLE_KEYS, keep_layers_in_onnx_only, layers_in_onnx
 
     folder, texts, served = _exported_cut_student(tiny_labels, tiny_model_dir, contest_docs, tmp_path)
     shipped = tmp_path / "shipped"
