@@ -24,7 +24,7 @@ def test_train_resumes_and_the_student_is_evaluated_beside_its_teacher(contest_d
     assert result.returncode == 0, result.stderr[-2000:]
     train = ["students", "train", "--labels", str(labels), "--out", str(tmp_path / "run"), "--teacher-model",
              str(tiny_model_dir), "--arch", "cnn", "--embedding-dim", "32", "--hidden-dim", "32", "--layers", "1",
-             "--aggregation", "attentive",
+             "--aggregation", "attentive", "--schedule", "plateau",  # one-cycle (the default) fixes max_epochs
              "--dev-pairs", str(pairs), "--dev-input", str(crawl), "--min-token-count", "1", "--quiet"]
     first = newsevents(*train, "--max-epochs", "1")
     assert first.returncode == 0, first.stderr[-3000:]
