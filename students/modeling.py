@@ -194,7 +194,7 @@ class StudentModel(PreTrainedModel):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> "StudentModel":
         """``PreTrainedModel.from_pretrained``; a shipped ONNX-served folder, which keeps its layers only in its
-        int8 graph (``students.onnx_serving``), loads them from there, dequantised."""
+        int8 graph (``students.onnx_folder``), loads them from there, dequantised."""
         from students.onnx_folder import layers_in_onnx
 
         folder = Path(str(pretrained_model_name_or_path))
