@@ -121,14 +121,12 @@ def smallest_release_mb(folder: Path) -> float:
 def settle_release(folder: Path, record: dict) -> None:
     """Write what the record decided into the folder: the runtime it serves by (int8 through ONNX Runtime: the
     layers kept once, in the graph; torch: no graph), its space and threshold, and then its size and version."""
-    from pipeline.model_folder import ENCODER_SETTINGS_FILE, model_version, write_cluster_threshold
-    from students.onnx_folder import ONNX_FILE, keep_layers_in_onnx_only
+    from pipeline.model_folder import model_version, write_cluster_threshold
+    from students.onnx_folder import ONNX_FILE, keep_layers_in_onnx_only, update_encoder_settings
 
     if record["runtime"] == "torch" and (folder / ONNX_FILE).exists():  # int8 lost too much: torch serves it
         (folder / ONNX_FILE).unlink()
-        settings = json.loads((folder / ENCODER_SETTINGS_FILE).read_text())
-        settings["runtime"] = "torch"
-        (folder / ENCODER_SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
+        update_encoder_settings(folder, {"runtime": "torch"})
     elif record["runtime"] == "onnxruntime-int8":
         keep_layers_in_onnx_only(folder)
     student = record["student"]
